@@ -1,0 +1,294 @@
+"""One flat, typed run configuration.
+
+Precedence: dataclass defaults < YAML recipe (``--config NAME`` or a path) < command-line flags / keyword arguments.
+Every field is also a ``--kebab-case`` flag. Unknown keys and bad values are errors that name the key and list what
+is valid. The resolved config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+CHOICES = {
+    "optimizer": ("adamw", "lars", "sgd"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "data_mode": ("auto", "memory", "stream"),
+    "augment": ("simclr", "crop_flip", "eval"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+}
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it and says what is valid."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    # what to train
+    method: str = _f("simclr", "Self-supervised method: one of vissl_lite.methods.METHODS.")
+    method_args: dict = _f({}, "Keyword arguments for the method's constructor, as JSON or key=value pairs, "
+                           "e.g. 'temperature=0.5'. Unknown names are an error.")
+    backbone: str = _f("resnet18", "Any timm model name (ResNet and ViT families are tested); built with "
+                       "num_classes=0.")
+    small_input: bool | None = _f(None, "Small-image mode: ResNet gets a 3x3 stride-1 stem without max-pool, ViT gets "
+                                  "img_size/patch_size set. Default: on for image-size <= 64. The stride-1 stem costs "
+                                  "~16x the compute at 32 px; turn it off on a CPU.")
+    patch_size: int = _f(0, "ViT patch size (0: 4 for images <= 64 px, else the model's own).")
+    # data
+    data: str = _f("shapes", "'shapes' (built-in synthetic set) or a path: .npz (MedMNIST-style), a CIFAR python "
+                   "batches folder, an MNIST idx folder or an image folder. A prefix forces the format: "
+                   "npz:, cifar:, idx:, folder:.")
+    image_size: int = _f(32, "Images are loaded (resize short side + centre crop) and augmented at this size.")
+    in_chans: int = _f(0, "Input channels (0: the data's own; 1 keeps grayscale one-channel end to end).")
+    data_mode: str = _f("auto", "'memory': decode once and keep the set on the device; 'stream': DataLoader of "
+                        "uint8 batches; 'auto': memory when the decoded set fits in memory-limit-gb.")
+    memory_limit_gb: float = _f(4.0, "Largest decoded dataset (GB) that 'auto' keeps on the device.")
+    num_workers: int = _f(2, "DataLoader workers for the streaming path.")
+    val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
+                             "has no validation split.")
+    augment: str = _f("simclr", "Augmentation recipe for pretraining views.")
+    augment_args: dict = _f({}, "Keyword arguments for the augmentation recipe, e.g. 'strength=0.5,p_blur=0' "
+                            "(SimCLR's CIFAR-10 setting). Unknown names are an error.")
+    mean: list = _f([], "Per-channel normalisation mean (empty: ImageNet's; its average for one channel).")
+    std: list = _f([], "Per-channel normalisation std (empty: ImageNet's; its average for one channel).")
+    # optimisation
+    epochs: int = _f(100, "Pretraining epochs over the train split.")
+    max_steps: int = _f(0, "Stop after this many steps (0: run all epochs). Handy for smoke tests.")
+    batch_size: int = _f(256, "Images per step (SimCLR sees 2x this many views).")
+    optimizer: str = _f("adamw", "adamw, lars (timm's, with bias/norm excluded from decay) or sgd.")
+    lr: float = _f(1e-3, "Peak learning rate (after warmup); not rescaled by batch size.")
+    min_lr: float = _f(0.0, "Learning rate at the end of the cosine decay.")
+    weight_decay: float = _f(0.05, "Decoupled weight decay (biases and norm layers excluded).")
+    warmup_epochs: float = _f(5.0, "Linear warmup length in epochs (fractions allowed).")
+    clip_grad: float = _f(3.0, "Clip the global gradient norm to this value (0: off).")
+    amp: str = _f("auto", "Mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off.")
+    # run
+    seed: int = _f(0, "Seed for weights, data order and augmentation.")
+    device: str = _f("auto", "auto picks cuda, then mps, then cpu.")
+    out: str = _f("", "Run folder (default: runs/<method>-<data>-<time>).")
+    resume: bool = _f(False, "Continue the run in --out from its last checkpoint.")
+    checkpoint_every: int = _f(500, "Write a checkpoint every N steps (and always at the end).")
+    log_every: int = _f(20, "Log loss/lr/throughput to metrics.jsonl every N steps (the only host sync).")
+    progress: bool = _f(True, "Show progress bars.")
+    # evaluation after pretraining
+    probe: bool = _f(True, "After pretraining, run the linear probe on the SSL and on a random-init backbone.")
+    probe_epochs: int = _f(100, "Linear-probe epochs on cached features.")
+    probe_lrs: list = _f([0.01, 0.03, 0.1, 0.3, 1.0], "Linear-probe learning-rate sweep (SGD), picked on validation.")
+    probe_batch_size: int = _f(256, "Linear-probe batch size.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def valid_keys() -> str:
+    return ", ".join(sorted(FIELDS))
+
+
+def _base_type(name: str) -> tuple[type, bool]:
+    """(type, optional) for a field: ``bool | None`` -> (bool, True)."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return inner[0], True
+    return (typing.get_origin(hint) or hint), False
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Coerce ``value`` (from YAML, a flag string or Python) to the type of field ``name`` or raise ConfigError."""
+    if name not in FIELDS:
+        raise ConfigError(f"unknown config key '{name}'. Valid keys: {valid_keys()}")
+    kind, optional = _base_type(name)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{name}' cannot be empty; expected {kind.__name__}")
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no", "auto", "none"):
+                    raise ValueError(value)
+                if low in ("auto", "none"):
+                    if optional:
+                        return None
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+        if kind is list:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()] if value.strip() else []
+                value = [yaml.safe_load(v) for v in value]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return list(value)
+        if kind is dict:
+            if isinstance(value, str):
+                value = _parse_kv(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (ValueError, TypeError, yaml.YAMLError) as e:
+        raise ConfigError(f"bad value {value!r} for config key '{name}': expected {kind.__name__} ({e})") from e
+    raise ConfigError(f"config key '{name}' has unsupported type {kind}")
+
+
+def _parse_kv(text: str) -> dict:
+    """Parse JSON (``'{"a": 1}'``) or ``'a=1,b=[0.2,1.0]'`` into a dict with YAML-typed values."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        return json.loads(text)
+    parts, depth, current = [], 0, ""
+    for ch in text:  # split on commas outside brackets
+        depth += ch in "[{(" and 1 or (ch in "]})" and -1 or 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    out = {}
+    for part in parts:
+        if "=" not in part:
+            raise ValueError(f"expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v.strip())
+        except yaml.YAMLError as e:
+            raise ValueError(f"cannot parse value {v!r} of {k!r}") from e
+    return out
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe is a name shipped in vissl_lite/configs/ or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(list_recipes())
+        raise ConfigError(f"unknown recipe '{name_or_path}'. Shipped recipes: {names}; or give a path to a .yaml file")
+    return shipped
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str) -> dict:
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse recipe {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of config keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"recipe {path} has unknown key(s) {', '.join(unknown)}. Valid keys: {valid_keys()}")
+    return data
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone do not catch, before any work starts."""
+    from vissl_lite.methods import METHODS
+
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"bad value {getattr(cfg, key)!r} for '{key}'. Valid: {', '.join(choices)}")
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method '{cfg.method}'. Valid: {', '.join(METHODS)}")
+    import inspect
+
+    valid_args = [p for p in inspect.signature(METHODS[cfg.method]).parameters if p != "backbone"]
+    unknown = sorted(set(cfg.method_args) - set(valid_args))
+    if unknown:
+        raise ConfigError(f"unknown method_args for '{cfg.method}': {', '.join(unknown)}. "
+                          f"Valid: {', '.join(valid_args)}")
+    positive = ["image_size", "batch_size", "log_every", "checkpoint_every", "probe_epochs", "probe_batch_size"]
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"'{key}' must be > 0, got {getattr(cfg, key)}")
+    nonneg = ["epochs", "max_steps", "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "num_workers",
+              "in_chans", "patch_size", "memory_limit_gb"]
+    for key in nonneg:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"'{key}' must be >= 0, got {getattr(cfg, key)}")
+    if cfg.epochs == 0 and cfg.max_steps == 0:
+        raise ConfigError("'epochs' and 'max_steps' are both 0: nothing to train")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ConfigError(f"'val_fraction' must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.in_chans not in (0, 1, 3):
+        raise ConfigError(f"'in_chans' must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
+    if len(cfg.mean) != len(cfg.std):
+        raise ConfigError(f"'mean' and 'std' need the same length, got {cfg.mean} and {cfg.std}")
+    if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):
+        raise ConfigError(f"'probe_lrs' must be a non-empty list of positive numbers, got {cfg.probe_lrs}")
+    return cfg
+
+
+def make_config(recipe: str | None = None, **overrides: Any) -> RunConfig:
+    """Resolve defaults < recipe < overrides into a validated RunConfig.
+
+    Args:
+        recipe: shipped recipe name or YAML path; None uses ``<method>_quickstart`` when it exists.
+        **overrides: config keys (snake_case) with Python or string values.
+    """
+    values: dict[str, Any] = {}
+    if recipe is None:
+        method = overrides.get("method", RunConfig.method)
+        default = f"{method}_quickstart"
+        if default in list_recipes():
+            recipe = default
+    if recipe is not None:
+        values.update(load_recipe(recipe))
+    values.update(overrides)
+    parsed = {k: parse_value(k, v) for k, v in values.items()}
+    return validate(RunConfig(**parsed))
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a saved config (e.g. from a checkpoint), ignoring nothing: unknown keys are an error."""
+    return validate(RunConfig(**{k: parse_value(k, v) for k, v in data.items()}))
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
