@@ -1,0 +1,223 @@
+"""One entry point, :func:`load_split`, from a ``--data`` spec to an :class:`ImageSet` of uint8 ``(C, S, S)`` images.
+
+Array formats (shapes, npz, CIFAR, idx) and small folders are decoded once into one uint8 tensor (``images``);
+large folders keep a file list (``files``) and are decoded by the streaming DataLoader.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vissl_lite.data import readers, shapes
+from vissl_lite.data.readers import DataError
+
+FORMATS = ("shapes", "npz", "cifar", "idx", "folder")
+SPLIT_SEED = 0  # carved validation splits are the same for every run seed, so runs stay comparable
+
+
+@dataclass
+class ImageSet:
+    """One split. Exactly one of ``images`` (decoded) and ``files`` (to stream) is set.
+
+    Attributes:
+        images: uint8 (N, C, S, S) or None.
+        files: image paths or None.
+        labels: int64 (N,) with -1 for unlabeled, or float (N, K) 0/1 for multi-label.
+        channels: C after any conversion asked for.
+        num_classes: 0 when unlabeled.
+    """
+
+    name: str
+    split: str
+    labels: torch.Tensor
+    channels: int
+    image_size: int
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    images: torch.Tensor | None = None
+    files: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def labeled(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``'shapes'``, ``'npz:/p/x.npz'`` or a bare path -> (format, location)."""
+    if spec == "shapes":
+        return "shapes", ""
+    head, sep, rest = spec.partition(":")
+    if sep and head in FORMATS and len(head) > 1:  # len>1 keeps Windows drive letters out
+        return head, rest
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"--data {spec}: no such file or folder. Give 'shapes' for the built-in set or a path to an "
+                        ".npz, a CIFAR batches folder, an MNIST idx folder or an image folder")
+    if path.is_file():
+        if path.suffix == ".npz":
+            return "npz", str(path)
+        raise DataError(f"--data {spec}: cannot tell the format of this file; expected a .npz (or prefix npz:)")
+    if readers.is_cifar_dir(path):
+        return "cifar", str(path)
+    if readers.is_idx_dir(path):
+        return "idx", str(path)
+    return "folder", str(path)
+
+
+def data_name(spec: str) -> str:
+    fmt, loc = parse_spec(spec)
+    return "shapes" if fmt == "shapes" else Path(loc).stem or Path(loc).name
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, carved): ``fraction`` of every class carved out, seeded. Multi-label or unlabeled data is
+    split uniformly at random."""
+    rng = np.random.default_rng(seed)
+    if labels.ndim != 1 or (labels < 0).all():
+        perm = rng.permutation(len(labels))
+        n = int(round(fraction * len(labels)))
+        return np.sort(perm[n:]), np.sort(perm[:n])
+    carved = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        carved.append(idx[: int(round(fraction * len(idx)))])
+    carved_idx = np.sort(np.concatenate(carved))
+    keep = np.setdiff1d(np.arange(len(labels)), carved_idx)
+    return keep, carved_idx
+
+
+def _normalise_labels(labels: np.ndarray | None, n: int) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    return labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int64)
+
+
+def _to_chw(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) or (N, C, H, W) uint8 -> uint8 tensor (N, C, H, W)."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    if t.dtype != torch.uint8:
+        raise DataError(f"images have dtype {t.dtype}; expected uint8")
+    if t.ndim == 3:
+        return t[:, None]
+    if t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        return t.permute(0, 3, 1, 2).contiguous()
+    return t
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) to 1 or 3 channels: gray->RGB repeats, RGB->gray uses ITU-R 601 luma."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise DataError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_arrays(fmt: str, loc: str) -> dict:
+    if fmt == "npz":
+        return readers.read_npz(Path(loc))
+    if fmt == "cifar":
+        return readers.read_cifar(Path(loc))
+    if fmt == "idx":
+        return readers.read_idx(Path(loc))
+    raise AssertionError(fmt)
+
+
+def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
+    splits = _read_arrays(fmt, loc)
+    if split in ("train", "val") and "val" not in splits:
+        images, labels = splits["train"]
+        keep, carved = stratified_split(_normalise_labels(labels, len(images)), val_fraction)
+        idx = keep if split == "train" else carved
+        return images[idx], (labels[idx] if labels is not None else None)
+    if split not in splits:
+        raise DataError(f"{loc} has no '{split}' split (it has: {', '.join(splits)})")
+    return splits[split]
+
+
+def load_split(spec: str, split: str = "train", image_size: int = 32, channels: int = 0,
+               val_fraction: float = 0.1, data_mode: str = "auto", memory_limit_gb: float = 4.0,
+               progress: bool = True) -> ImageSet:
+    """Load one split of ``spec`` at ``image_size`` with ``channels`` (0: the data's own).
+
+    Data without a validation split gets a seeded, stratified one carved from train (``val_fraction``); an image
+    folder without split folders also gets a test split carved the same way, so probes never see train data.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split '{split}'; valid: train, val, test")
+    fmt, loc = parse_spec(spec)
+    name = data_name(spec)
+    class_names: list[str] = []
+    if fmt == "shapes":
+        images, labels = shapes.shapes_split(split, size=image_size)
+        class_names = list(shapes.CLASS_NAMES)
+    elif fmt == "folder":
+        return _folder_split(Path(loc), name, split, image_size, channels, val_fraction, data_mode,
+                             memory_limit_gb, progress)
+    else:
+        images, labels = _array_split(fmt, loc, split, val_fraction)
+    labels = _normalise_labels(labels, len(images))
+    x = _to_chw(images)
+    x = readers.resize_center_crop(x, image_size) if x.shape[-1] != image_size or x.shape[-2] != image_size else x
+    x = convert_channels(x, channels or x.shape[1])
+    num_classes = len(class_names) if fmt == "shapes" else _num_classes(fmt, loc)
+    return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
+                    image_size=image_size, num_classes=num_classes, class_names=class_names, images=x)
+
+
+def _num_classes(fmt: str, loc: str) -> int:
+    """Classes over every split of an array dataset (a carved split may miss a rare class); 0 if unlabeled."""
+    found = [_normalise_labels(lab, len(img)) for img, lab in _read_arrays(fmt, loc).values()]
+    if found[0].ndim == 2:
+        return found[0].shape[1]
+    top = max(int(lab.max()) for lab in found)
+    return top + 1 if top >= 0 else 0
+
+
+def _folder_split(root: Path, name: str, split: str, image_size: int, channels: int, val_fraction: float,
+                  data_mode: str, memory_limit_gb: float, progress: bool) -> ImageSet:
+    tree = readers.read_folder(root)
+    files, labels, class_names = tree["train"]
+    # Carve the splits the folder lacks from train: test first, then val from what is left.
+    pool, carved = np.arange(len(files)), {}
+    for name_, seed in (("test", SPLIT_SEED), ("val", SPLIT_SEED + 1)):
+        if name_ not in tree:
+            keep, cut = stratified_split(labels[pool], val_fraction, seed)
+            carved[name_], pool = pool[cut], pool[keep]
+    carved["train"] = pool
+    if split in carved:
+        files, labels = [files[i] for i in carved[split]], labels[carved[split]]
+    else:
+        files, labels = tree[split][0], tree[split][1]
+    channels = channels or readers.image_channels(tree["train"][0][0])  # one channel count for every split
+    num_classes = len(class_names) if (labels >= 0).any() else 0
+    common = dict(name=name, split=split, labels=torch.from_numpy(labels), channels=channels,
+                  image_size=image_size, num_classes=num_classes, class_names=list(class_names))
+    nbytes = len(files) * channels * image_size * image_size
+    if data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9):
+        return ImageSet(files=list(files), **common)
+    bar = tqdm(files, desc=f"decode {name}/{split}", disable=not progress or len(files) < 500, leave=False)
+    images = torch.stack([readers.decode_image(f, image_size, channels) for f in bar])
+    return ImageSet(images=images, **common)

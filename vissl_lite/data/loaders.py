@@ -1,0 +1,123 @@
+"""Batches of uint8 images on the device.
+
+:class:`DeviceLoader` serves sets that were decoded once and moved to the device: a batch is an index gather, no
+workers, no host round trip. :class:`StreamLoader` decodes files in DataLoader workers and moves pinned uint8
+batches. Both give the same epoch order for the same (seed, epoch), which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vissl_lite.data.datasets import ImageSet
+from vissl_lite.data.readers import decode_image
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch ``epoch``: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class DeviceLoader:
+    """Shuffled batches from a uint8 (N, C, S, S) tensor that lives on ``device``.
+
+    Args:
+        data: a decoded ImageSet.
+        rank, world_size: each rank takes every world_size-th index of the shared permutation.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, device: torch.device, shuffle: bool = True,
+                 drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if data.images is None:
+            raise ValueError("DeviceLoader needs a decoded ImageSet (images, not files)")
+        self.images = data.images.to(device)  # (N, C, S, S) uint8, moved once
+        self.labels = data.labels.to(device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.start = 0, 0
+        n_local = len(self.images) // world_size
+        if drop_last and n_local < batch_size:
+            raise ValueError(f"{data.name}/{data.split} has {len(self.images)} images, fewer than one batch of "
+                             f"{batch_size} per process; lower --batch-size")
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select epoch ``epoch``'s order and begin at batch ``start`` (how a resumed run skips what it saw)."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        n = len(self.images) // self.world_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)
+        order = order[self.rank: n - n % self.world_size: self.world_size].to(self.images.device)
+        for i in range(self.start, len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class _FileDataset(Dataset):
+    def __init__(self, data: ImageSet):
+        self.files, self.labels = data.files, data.labels
+        self.size, self.channels = data.image_size, data.channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return decode_image(self.files[i], self.size, self.channels), self.labels[i]
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int, world_size: int):
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def __iter__(self):
+        order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else torch.arange(self.n)
+        return iter(order[self.rank: self.n - self.n % self.world_size: self.world_size][self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.n // self.world_size
+
+
+class StreamLoader:
+    """Decode files in ``num_workers`` processes; uint8 batches cross to the device with pinned memory."""
+
+    def __init__(self, data: ImageSet, batch_size: int, device: torch.device, shuffle: bool = True,
+                 drop_last: bool = True, seed: int = 0, num_workers: int = 2, rank: int = 0, world_size: int = 1):
+        if data.files is None:
+            raise ValueError("StreamLoader needs an ImageSet of files")
+        self.device = device
+        self.sampler = _EpochSampler(len(data.files), seed, shuffle, rank, world_size)
+        self.loader = DataLoader(_FileDataset(data), batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
+                                 persistent_workers=num_workers > 0)
+        if drop_last and len(self.loader) == 0:
+            raise ValueError(f"{data.name}/{data.split} has fewer images than one batch of {batch_size}; "
+                             "lower --batch-size")
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select epoch ``epoch``'s order and begin at batch ``start``; skipped files are never decoded."""
+        self.sampler.epoch, self.sampler.skip = epoch, start * self.loader.batch_size
+
+    def __len__(self) -> int:
+        """Batches in a full epoch."""
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def make_loader(data: ImageSet, batch_size: int, device: torch.device, shuffle: bool = True, drop_last: bool = True,
+                seed: int = 0, num_workers: int = 2, rank: int = 0, world_size: int = 1):
+    """DeviceLoader for decoded sets, StreamLoader for file lists."""
+    if data.images is not None:
+        return DeviceLoader(data, batch_size, device, shuffle, drop_last, seed, rank, world_size)
+    return StreamLoader(data, batch_size, device, shuffle, drop_last, seed, num_workers, rank, world_size)

@@ -1,0 +1,222 @@
+"""Readers for files on disk. Each returns uint8 arrays and labels; no tensors, no resizing.
+
+Array formats (npz, CIFAR batches, MNIST idx) return ``{split: (images (N, H, W[, C]) uint8, labels)}``.
+Image folders return file lists; decoding a file to a fixed-size uint8 tensor is :func:`decode_image`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+class DataError(ValueError):
+    """A dataset file or folder cannot be read; the message names it and says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------------- npz
+
+def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """MedMNIST-style npz: ``{split}_images`` (N, H, W) or (N, H, W, 3) uint8 and ``{split}_labels`` (N,), (N, 1)
+    or multi-label (N, K). Splits without labels are allowed (labels None)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k.endswith(("_images", "_labels"))}
+            keys = set(z.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} as an .npz file ({type(e).__name__}: {e}); check that the file is "
+                        "complete, or re-download it") from e
+    out = {}
+    for split in ("train", "val", "test"):
+        if f"{split}_images" not in keys:
+            continue
+        images = arrays[f"{split}_images"]
+        labels = arrays.get(f"{split}_labels")
+        if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise DataError(f"{path}: '{split}_images' has shape {images.shape}; expected (N, H, W) or "
+                            "(N, H, W, 1|3)")
+        if labels is not None and len(labels) != len(images):
+            raise DataError(f"{path}: '{split}_labels' has {len(labels)} rows for {len(images)} images")
+        out[split] = (images, labels)
+    if "train" not in out:
+        raise DataError(f"{path} has no 'train_images' array (keys: {', '.join(sorted(keys))}); a MedMNIST-style "
+                        "npz needs train_images [+ train_labels, val_*, test_*]")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- CIFAR
+
+def is_cifar_dir(path: Path) -> bool:
+    return (path / "data_batch_1").is_file() or ((path / "train").is_file() and (path / "meta").is_file())
+
+
+def read_cifar(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test; fine labels) python batches.
+
+    These files are Python pickles, the format the CIFAR authors publish; only open ones you trust.
+    """
+
+    def load(file: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with open(file, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+        except (OSError, pickle.UnpicklingError, EOFError) as e:
+            raise DataError(f"cannot read CIFAR batch {file} ({e}); re-extract the archive") from e
+        key = b"labels" if b"labels" in d else b"fine_labels"
+        data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return data, np.asarray(d[key], dtype=np.int64)
+
+    if (path / "data_batch_1").is_file():
+        parts = [load(path / f"data_batch_{i}") for i in range(1, 6) if (path / f"data_batch_{i}").is_file()]
+        train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        test_file = path / "test_batch"
+    else:
+        train = load(path / "train")
+        test_file = path / "test"
+    out = {"train": train}
+    if test_file.is_file():
+        out["test"] = load(test_file)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- MNIST idx
+
+def _idx_file(path: Path, stem: str) -> Path | None:
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for suffix in ("", ".gz"):
+            if (path / (name + suffix)).is_file():
+                return path / (name + suffix)
+    return None
+
+
+def is_idx_dir(path: Path) -> bool:
+    return _idx_file(path, "train-images-idx3-ubyte") is not None
+
+
+def read_idx_array(file: Path) -> np.ndarray:
+    opener = gzip.open if file.suffix == ".gz" else open
+    try:
+        with opener(file, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {file} ({e}); re-download or re-extract it") from e
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{file} is not an unsigned-byte IDX file (header {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).copy()  # writable, for torch.from_numpy
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{file} is truncated: header says {shape}, found {data.size} bytes of data")
+    return data.reshape(shape)
+
+
+def read_idx(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """MNIST-format folder: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*."""
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = _idx_file(path, f"{prefix}-images-idx3-ubyte")
+        if images is None:
+            continue
+        labels = _idx_file(path, f"{prefix}-labels-idx1-ubyte")
+        out[split] = (read_idx_array(images), read_idx_array(labels).astype(np.int64) if labels else None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- folders
+
+def list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
+    """An image folder, labeled or not.
+
+    - ``root/{train,val,test}/...``: each split is read as below.
+    - class-per-subfolder (every image sits in ``root/<class>/...``, at least two classes): labeled.
+    - anything else: every image under ``root``, searched recursively, unlabeled (label -1).
+
+    Returns ``{split: (files, labels (N,) int64, class_names)}``.
+    """
+    splits = {}
+    for split, names in SPLIT_ALIASES.items():
+        for name in names:
+            if (root / name).is_dir():
+                splits[split] = root / name
+                break
+    if "train" not in splits:
+        splits = {"train": root}
+    out = {}
+    class_names: list[str] | None = None
+    for split, folder in splits.items():
+        files = list_images(folder)
+        if not files:
+            raise DataError(f"no images found under {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        rel_parts = [f.relative_to(folder).parts for f in files]
+        subdirs = sorted({p[0] for p in rel_parts if len(p) > 1})
+        labeled = all(len(p) > 1 for p in rel_parts) and len(subdirs) >= 2
+        if labeled:
+            if class_names is None:
+                class_names = subdirs
+            unknown = sorted(set(subdirs) - set(class_names))
+            if unknown:
+                raise DataError(f"{folder} has class folders {unknown} that the train split does not have")
+            index = {c: i for i, c in enumerate(class_names)}
+            labels = np.array([index[p[0]] for p in rel_parts], dtype=np.int64)
+        else:
+            labels = np.full(len(files), -1, dtype=np.int64)
+        out[split] = (files, labels, class_names or [])
+    return out
+
+
+def image_channels(file: Path) -> int:
+    """1 for grayscale files (L, I;16, I, F, 1, LA), else 3."""
+    try:
+        with Image.open(file) as im:
+            return 1 if im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1") else 3
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot open image {file} ({e}); remove or replace the file") from e
+
+
+def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
+    """Decode one file to uint8 ``(channels, size, size)``: EXIF rotation applied, short side resized to ``size``
+    (antialiased), centre crop. 16-bit files are scaled to 8 bits by the format's full range."""
+    try:
+        with Image.open(file) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit int) grayscale: map the format's full range to 8 bits. Windowing that keeps
+                # more of the dynamic range is the medical readers' job.
+                arr = np.asarray(im, dtype=np.float32)
+                full = 65535.0 if arr.max() > 255 else 255.0
+                im = Image.fromarray(np.clip(arr / full * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise DataError(f"cannot decode image {file} ({e}); remove or replace the file") from e
+    t = torch.from_numpy(arr.copy())
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
+    return resize_center_crop(t[None], size)[0]
+
+
+def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size): resize the short side to ``size``, centre-crop."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    y = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    y = y[..., top:top + size, left:left + size]
+    return y.round_().clamp_(0, 255).to(torch.uint8)
