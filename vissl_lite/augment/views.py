@@ -1,0 +1,119 @@
+"""Batched view generators that run on the device (kornia), one random draw per sample.
+
+Contract: ``aug(x) -> list[Tensor (B, C, size, size)]`` for ``x`` uint8 (0..255) or float (0..1) of shape
+(B, C, H, W), on any device; output stays on that device, float32, normalised. Probabilities of 0 make a step
+the identity. Randomness comes from torch's global generator, so ``torch.manual_seed`` makes runs repeat.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_stats(channels: int, mean: list | tuple = (), std: list | tuple = ()) -> tuple[tuple, tuple]:
+    """ImageNet statistics for RGB, their average for one channel (timm's convention for in_chans=1)."""
+    if mean:
+        if len(mean) != channels:
+            raise ValueError(f"mean {list(mean)} has {len(mean)} values for {channels}-channel images")
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+
+
+class _Views(nn.Module):
+    """Shared plumbing: uint8 -> float in [0, 1], one random pipeline per view, then normalise."""
+
+    def __init__(self, channels: int, mean: tuple, std: tuple):
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected a batch (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+class SimCLRViews(_Views):
+    """Two views as in SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+    Representations", Appendix A): random resized crop (scale 0.08-1, ratio 3/4-4/3), horizontal flip, colour
+    jitter with strength s (0.8s brightness/contrast/saturation, 0.2s hue) applied with p=0.8, grayscale p=0.2,
+    Gaussian blur with a kernel ~10% of the image side and sigma in [0.1, 2.0] applied with p=0.5.
+
+    kornia's ColorJitter, not ColorJiggle: ColorJitter uses torchvision's formulas (multiplicative brightness,
+    contrast and saturation blended with the grayscale image), which is the jitter behind the published SimCLR
+    numbers in the torchvision-based reproductions (and in lightly and solo-learn); ColorJiggle uses kornia's own
+    additive brightness and HSV saturation, a different distribution for the same factors. One difference is
+    left: kornia draws one order of the four colour steps per batch, torchvision one per image.
+
+    One-channel input stays one channel: hue and saturation jitter and grayscale are dropped (they need colour).
+    """
+
+    def __init__(self, size: int, channels: int = 3, mean: tuple = (), std: tuple = (), scale: tuple = (0.08, 1.0),
+                 ratio: tuple = (3 / 4, 4 / 3), strength: float = 1.0, p_jitter: float = 0.8, p_gray: float = 0.2,
+                 p_blur: float = 0.5, p_flip: float = 0.5, n_views: int = 2):
+        mean, std = default_stats(channels, mean, std)
+        super().__init__(channels, mean, std)
+        self.n_views = n_views
+        s = strength
+        colour = channels == 3
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, ~10% of the side
+        steps = [
+            K.RandomResizedCrop((size, size), scale=tuple(scale), ratio=tuple(ratio)),
+            K.RandomHorizontalFlip(p=p_flip),
+            K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s if colour else 0.0, 0.2 * s if colour else 0.0, p=p_jitter),
+        ]
+        if colour:
+            steps.append(K.RandomGrayscale(p=p_gray))
+        steps.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=p_blur))
+        self.pipeline = nn.Sequential(*steps)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.to_float(x)  # (B, C, H, W) in [0, 1]
+        return [self.normalize(self.pipeline(x)) for _ in range(self.n_views)]
+
+
+class CropFlipViews(_Views):
+    """Random resized crop (scale 0.2-1) and horizontal flip, the MAE recipe (He et al. 2022); ``n_views`` views."""
+
+    def __init__(self, size: int, channels: int = 3, mean: tuple = (), std: tuple = (), scale: tuple = (0.2, 1.0),
+                 ratio: tuple = (3 / 4, 4 / 3), p_flip: float = 0.5, n_views: int = 1):
+        mean, std = default_stats(channels, mean, std)
+        super().__init__(channels, mean, std)
+        self.n_views = n_views
+        self.pipeline = nn.Sequential(K.RandomResizedCrop((size, size), scale=tuple(scale), ratio=tuple(ratio)),
+                                      K.RandomHorizontalFlip(p=p_flip))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.to_float(x)
+        return [self.normalize(self.pipeline(x)) for _ in range(self.n_views)]
+
+
+class EvalView(_Views):
+    """Deterministic evaluation view: resize to ``size`` if needed (images are already centre-cropped at load),
+    normalise. One view."""
+
+    def __init__(self, size: int, channels: int = 3, mean: tuple = (), std: tuple = ()):
+        mean, std = default_stats(channels, mean, std)
+        super().__init__(channels, mean, std)
+        self.size = size
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.to_float(x)
+        if x.shape[-2:] != (self.size, self.size):
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        return [self.normalize(x)]

@@ -1,0 +1,49 @@
+"""Everything torch.distributed. A single process never touches torch.distributed."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as tdist
+
+
+def is_distributed() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def rank() -> int:
+    return tdist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def setup(device: torch.device) -> None:
+    """Join the process group torchrun prepared (NCCL on CUDA, gloo otherwise); no-op for a single process."""
+    if not launched_by_torchrun() or is_distributed():
+        return
+    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def cleanup() -> None:
+    if is_distributed():
+        tdist.destroy_process_group()
+
+
+def all_gather_with_grad(x: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors of every rank; the gradient flows back to each rank's own tensor."""
+    if not is_distributed():
+        return [x]
+    from torch.distributed.nn.functional import all_gather
+
+    return list(all_gather(x))

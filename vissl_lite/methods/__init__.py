@@ -1,0 +1,26 @@
+"""Self-supervised methods. Adding one = one file + one line here + one recipe in configs/."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from vissl_lite.methods.simclr import SimCLR
+
+METHODS = {"simclr": SimCLR}
+
+
+def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
+    """``METHODS[name](backbone, **kwargs)``; unknown names or arguments raise and list what is valid."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'. Valid: {', '.join(METHODS)}")
+    cls = METHODS[name]
+    valid = [p for p in inspect.signature(cls).parameters if p != "backbone"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown method_args for '{name}': {', '.join(unknown)}. Valid: {', '.join(valid)}")
+    return cls(backbone, **kwargs)
+
+
+__all__ = ["METHODS", "SimCLR", "build_method"]
