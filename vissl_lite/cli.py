@@ -1,0 +1,116 @@
+"""``vissl-lite``: pretrain | linear-probe.
+
+Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
+defaults. Run ``vissl-lite pretrain --help`` for the full list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vissl_lite.config import FIELDS, ConfigError, RunConfig, _base_type, list_recipes, make_config
+
+EPILOG_PRETRAIN = """examples:
+  vissl-lite pretrain                                  # quickstart: SimCLR on the built-in shapes, then probes
+  vissl-lite pretrain --data ~/images --epochs 200     # your own folder (class subfolders give probe labels)
+  vissl-lite pretrain --data medmnist/pneumoniamnist.npz --in-chans 1 --out runs/pneu
+  vissl-lite pretrain --out runs/pneu --resume         # continue a run from its last checkpoint
+shipped recipes (--config NAME): {recipes}
+"""
+
+# Flags that mean nothing to the user as overrides of a recipe (they are how a run is located).
+_PRETRAIN_ONLY_HELP = {"config": "Recipe: a name shipped with the package or a path to a YAML file "
+                                 "(default: <method>_quickstart; with --resume, the run's own config.yaml)."}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = RunConfig().to_dict()
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind, _ = _base_type(name)
+        default = defaults[name]
+        help_text = f"{f.metadata.get('help', '')} [default: {default!r}]".replace("%", "%%")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vissl-lite", description="Self-supervised pretraining of timm backbones "
+                                     "(SimCLR) with on-device augmentation, and linear-probe evaluation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    pre = sub.add_parser("pretrain", help="pretrain a backbone, then linear-probe it against a random-init one",
+                         description="Pretrain a backbone with a self-supervised method. With no arguments: the "
+                         "quickstart recipe on the built-in data, ending with the linear probe of the SSL backbone "
+                         "and of a random-init backbone.",
+                         epilog=EPILOG_PRETRAIN.format(recipes=", ".join(list_recipes())),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    pre.add_argument("--config", default=None, help=_PRETRAIN_ONLY_HELP["config"])
+    _add_config_flags(pre)
+
+    lp = sub.add_parser("linear-probe", help="linear-probe a pretrained run (and a random-init baseline)",
+                        description="Extract frozen features once, train BatchNorm1d(affine=False)+Linear with a "
+                        "learning-rate sweep picked on the validation split, report test top-1. Writes "
+                        "<out>/metrics.json with eval.linear_probe and eval.linear_probe_random_init.")
+    lp.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) from 'vissl-lite pretrain'")
+    lp.add_argument("--data", default=None, help="labeled data to probe on (default: the run's own --data)")
+    lp.add_argument("--out", default=None, help="folder for metrics.json (default: RUN/linear_probe)")
+    lp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [default: auto]")
+    lp.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also probe the random-init backbone [default: on]")
+    for name in ("probe_epochs", "probe_lrs", "probe_batch_size", "seed"):
+        lp.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS, help=FIELDS[name].metadata["help"])
+    lp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                    help="show progress bars [default: on]")
+    return parser
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from vissl_lite.train import pretrain
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    recipe = args.config
+    if recipe is None and given.get("resume") and given.get("out"):
+        saved = Path(given["out"]) / "config.yaml"
+        if saved.is_file():
+            recipe = str(saved)
+    pretrain(make_config(recipe, **given))
+
+
+def _linear_probe(args: argparse.Namespace) -> None:
+    from vissl_lite.config import parse_value
+    from vissl_lite.eval.probe import linear_probe
+
+    overrides = {k: parse_value(k, v) for k, v in vars(args).items()
+                 if k in ("probe_epochs", "probe_lrs", "probe_batch_size", "seed", "progress")}
+    linear_probe(args.checkpoint, data=args.data, out=args.out, device=args.device, baseline=args.baseline,
+                 **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from vissl_lite.data import DataError
+    from vissl_lite.train import NonFiniteLossError
+
+    try:
+        {"pretrain": _pretrain, "linear-probe": _linear_probe}[args.command](args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+        print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad method/augment arguments, unknown backbone, unlabeled data for a probe
+        print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vissl-lite {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""A run folder and its checkpoint: build the model a config describes, save atomically, load safely.
+
+Checkpoint layout: ``{"model", "optimizer", "step", "config", "rng", "version"}``, plain tensors and Python
+containers only, so it loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vissl_lite import __version__
+from vissl_lite.backbones import create_backbone
+from vissl_lite.config import RunConfig, config_from_dict
+from vissl_lite.methods import build_method
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def build_backbone(cfg: RunConfig, in_chans: int) -> nn.Module:
+    return create_backbone(cfg.backbone, in_chans=in_chans, img_size=cfg.image_size, small_input=cfg.small_input,
+                           patch_size=cfg.patch_size)
+
+
+def build_model(cfg: RunConfig, in_chans: int) -> nn.Module:
+    """Backbone + method exactly as ``cfg`` describes, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return build_method(cfg.method, build_backbone(cfg, in_chans), **cfg.method_args)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    np_state = np.random.get_state()
+    state["numpy"] = {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
+                    cfg: RunConfig) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
+    under the real name."""
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "step": step,
+        "config": cfg.to_dict(),
+        "rng": rng_state(),
+        "version": __version__,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def find_checkpoint(run: str | Path) -> Path:
+    """A run folder (its checkpoint.pt) or a checkpoint file."""
+    p = Path(run)
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if not p.is_file():
+        raise FileNotFoundError(f"no checkpoint at {p}; pass a run folder written by 'vissl-lite pretrain' or its "
+                                f"{CHECKPOINT}")
+    return p
+
+
+def load_checkpoint(run: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
+    path = find_checkpoint(run)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError for unsafe globals, RuntimeError for corrupt zips
+        raise RuntimeError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {str(e)[:300]}). "
+                           "It is corrupt or needs arbitrary unpickling, which vissl-lite refuses") from e
+    missing = {"model", "step", "config"} - set(ckpt)
+    if missing:
+        raise RuntimeError(f"{path} is not a vissl-lite checkpoint (missing {', '.join(sorted(missing))})")
+    return ckpt
+
+
+def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunConfig, nn.Module, dict]:
+    """(config, model with the checkpoint's weights, raw checkpoint)."""
+    ckpt = load_checkpoint(run)
+    cfg = config_from_dict(ckpt["config"])
+    state = ckpt["model"]
+    in_chans = _in_chans_from_state(state)
+    model = build_model(cfg, in_chans)
+    model.load_state_dict(state)
+    return cfg, model.to(device), ckpt
+
+
+def _in_chans_from_state(state: dict) -> int:
+    for key, value in state.items():
+        if key.startswith("backbone.") and value.ndim == 4:  # first conv / patch embedding weight
+            return value.shape[1]
+    raise RuntimeError("cannot find the backbone's first convolution in the checkpoint")
+
+
+def environment() -> dict:
+    """Versions and hardware, stored with every metrics.json."""
+    import kornia
+    import timm
+    import torchvision
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {
+        "vissl_lite": __version__, "git_sha": sha or None, "python": platform.python_version(),
+        "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+        "kornia": kornia.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

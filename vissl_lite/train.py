@@ -1,0 +1,262 @@
+"""The pretraining loop: one plain loop for every method.
+
+Per step: uint8 batch already on the device -> augment (no grad) -> method forward under autocast -> backward,
+clip, step. The learning rate is a pure function of the step. The only device->host sync is at log steps, where a
+device-side flag also tells whether any loss since the last check was NaN/inf; a bad loss stops the run before
+the next checkpoint would be written, so the last checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import timm.optim
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vissl_lite import dist, runs
+from vissl_lite.augment import build_augment
+from vissl_lite.config import ConfigError, RunConfig, config_from_dict, make_config, save_config
+from vissl_lite.data import data_name, load_split, make_loader
+
+# Keys that define what a checkpoint is; a resumed run must agree with them.
+IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
+                 "batch_size", "optimizer", "seed", "augment", "augment_args", "mean", "std")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0 to ``base_lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at
+    ``total_steps``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def default_out(cfg: RunConfig) -> Path:
+    return Path("runs") / f"{cfg.method}-{data_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """timm's factory: biases and norm parameters get no weight decay (and no LARS adaptation)."""
+    kwargs = {"momentum": 0.9} if cfg.optimizer in ("sgd", "lars") else {}
+    return timm.optim.create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                          **kwargs)
+
+
+def _autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+
+
+def _prepare_out(cfg: RunConfig) -> Path:
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    ckpt = out / runs.CHECKPOINT
+    if cfg.resume and not ckpt.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; point --out at the run folder to continue")
+    if not cfg.resume and ckpt.is_file():
+        raise FileExistsError(f"{out} already holds a checkpoint. Pass --resume to continue that run, or choose "
+                              "another --out")
+    return out
+
+
+def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
+    """Pretrain ``cfg.backbone`` with ``cfg.method`` on ``cfg.data``; then (``cfg.probe``) linear-probe it and its
+    random initialisation. The Python twin of ``vissl-lite pretrain``.
+
+    Returns:
+        the metrics dict also written to ``<out>/metrics.json``.
+    """
+    if cfg is None:
+        cfg = make_config(**overrides)
+    elif overrides:
+        cfg = config_from_dict(cfg.to_dict() | overrides)
+    t_start = time.time()
+    device = runs.resolve_device(cfg.device)
+    dist.setup(device)
+    out = _prepare_out(cfg)
+    cfg.out = str(out)
+    main = dist.is_main()
+
+    # ---- data: decoded once, kept on the device (or streamed for large folders)
+    torch.manual_seed(cfg.seed)
+    train_set = load_split(cfg.data, "train", cfg.image_size, cfg.in_chans, cfg.val_fraction, cfg.data_mode,
+                           cfg.memory_limit_gb, cfg.progress and main)
+    channels = train_set.channels
+    loader = make_loader(train_set, cfg.batch_size, device, shuffle=True, drop_last=True, seed=cfg.seed,
+                         num_workers=cfg.num_workers, rank=dist.rank(), world_size=dist.world_size())
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    total = min(total, cfg.max_steps) if cfg.max_steps and total else (cfg.max_steps or total)
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+
+    # ---- model, augmentation, optimiser
+    model = runs.build_model(cfg, channels).to(device)
+    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, **cfg.augment_args).to(device)
+    optimizer = build_optimizer(model, cfg)
+    amp_dtype = _autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    step = 0
+    if cfg.resume:
+        ckpt = runs.load_checkpoint(out, device)
+        _check_resume(cfg, ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        runs.set_rng_state(ckpt["rng"])
+        _truncate_log(out / "metrics.jsonl", step)
+    train_model = nn.parallel.DistributedDataParallel(model) if dist.is_distributed() else model
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        print(f"vissl-lite pretrain: {cfg.method} on {train_set.name} ({len(train_set)} images, {channels}ch, "
+              f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
+              f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
+    log_path = out / "metrics.jsonl"
+
+    # ---- the loop
+    model.train()
+    bad_loss = torch.zeros((), dtype=torch.bool, device=device)
+    bar = tqdm(total=total, initial=step, desc="pretrain", disable=not (cfg.progress and main), dynamic_ncols=True)
+    t_log, seen, t_train, last_good = time.time(), 0, time.time(), step
+    epoch = step // steps_per_epoch
+    while step < total:
+        loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
+        for x, y in loader:
+            lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            views = aug(x)  # list of (B, C, S, S) float
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = train_model(views, y)
+            loss = outputs["loss"]
+            bad_loss |= ~torch.isfinite(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += x.shape[0] * dist.world_size()
+            bar.update(1)
+            is_last = step >= total
+            if step % cfg.log_every == 0 or is_last:
+                _check_finite(bad_loss, last_good, step, out)
+                now = time.time()
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                          **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
+                          "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
+                t_log, seen = now, 0
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                if main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if step % cfg.checkpoint_every == 0 or is_last:
+                _check_finite(bad_loss, last_good, step, out)
+                if main:
+                    runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg)
+                last_good = step
+            if is_last:
+                break
+        epoch += 1
+    bar.close()
+    train_s = time.time() - t_train
+
+    metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
+               "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set))}
+    if main:
+        _plot_curves(log_path, out / "train_curves.png")
+    # ---- evaluation
+    if cfg.probe and main:
+        if train_set.labeled:
+            from vissl_lite.eval.probe import run_linear_probes
+
+            t_probe = time.time()
+            metrics["eval"] = run_linear_probes(model, cfg, device, baseline=True)
+            metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
+        else:
+            metrics["eval"] = {"skipped": f"{cfg.data} is unlabeled; run 'vissl-lite linear-probe --checkpoint "
+                                          f"{out} --data LABELED_DATA'"}
+    metrics.setdefault("timing", {}).update(pretrain_s=round(train_s, 1), total_s=round(time.time() - t_start, 1))
+    if main:
+        from vissl_lite.eval.probe import summary, write_metrics
+
+        write_metrics(out, metrics)
+        tr = metrics["train"]
+        print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {step} steps, final loss {tr['final_loss']}, "
+              f"{tr['images_per_s']:.0f} images/s. Run folder: {out}")
+        if "eval" in metrics and "skipped" not in metrics["eval"]:
+            print(summary(metrics))
+        elif "eval" in metrics:
+            print("  " + metrics["eval"]["skipped"])
+    dist.cleanup()
+    return metrics
+
+
+def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path) -> None:
+    if bool(bad_loss):  # host sync, only at log/checkpoint steps
+        where = f"the last good checkpoint is {out / runs.CHECKPOINT} (step {last_good})" if last_good else \
+            "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"the loss became NaN or infinite between steps {last_good} and {step}; stopped, {where}. "
+            "Try a lower --lr, --clip-grad 1.0, a longer --warmup-epochs, or --amp off.")
+
+
+def _check_resume(cfg: RunConfig, saved: dict) -> None:
+    current = cfg.to_dict()
+    differ = [k for k in IDENTITY_KEYS if current.get(k) != saved.get(k)]
+    if differ:
+        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ)
+        raise ConfigError(f"--resume with settings that differ from the checkpoint ({detail}). Resume with the "
+                          "run's own config (vissl-lite pretrain --out RUN --resume) or start a new --out")
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from; they will be logged again."""
+    if log_path.is_file() and dist.is_main():
+        keep = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        log_path.write_text("".join(line + "\n" for line in keep))
+
+
+def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: float, n_images: int) -> dict:
+    records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    last = records[-1] if records else {}
+    rates = [r["images_per_s"] for r in records[1:]] or [r["images_per_s"] for r in records]
+    return {"steps": steps, "epochs": round(steps / steps_per_epoch, 2), "train_images": n_images,
+            "final_loss": last.get("loss"), "seconds": round(seconds, 1),
+            "images_per_s": round(sum(rates) / len(rates), 1) if rates else 0.0}
+
+
+def _plot_curves(log_path: Path, png: Path) -> None:
+    """Loss, learning rate and any other logged scalar against the step, one panel each."""
+    if not log_path.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    keys = ["loss", "lr"] + [k for k in records[0] if k not in ("step", "epoch", "loss", "lr", "images_per_s")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    steps = [r["step"] for r in records]
+    for ax, key in zip(axes, keys):
+        ax.plot(steps, [r.get(key) for r in records])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
