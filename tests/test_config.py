@@ -1,0 +1,68 @@
+import pytest
+import yaml
+
+from vissl_lite.cli import build_parser, main
+from vissl_lite.config import ConfigError, RunConfig, list_recipes, load_recipe, make_config, parse_value
+
+
+def test_precedence_defaults_recipe_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"epochs": 7, "lr": 0.5, "method_args": {"temperature": 0.2}}))
+    cfg = make_config(str(recipe), lr="0.25")
+    assert cfg.epochs == 7 and cfg.lr == 0.25 and cfg.method_args == {"temperature": 0.2}
+    assert cfg.batch_size == RunConfig().batch_size
+
+
+def test_default_recipe_is_method_quickstart():
+    assert "simclr_quickstart" in list_recipes()
+    cfg = make_config()
+    assert cfg.to_dict() == make_config("simclr_quickstart").to_dict()
+
+
+def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"learning_rate.*Valid keys: .*\blr\b"):
+        load_recipe(str(recipe))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("epochs", "ten", "bad value 'ten' for config key 'epochs'"),
+    ("lr", True, "bad value True for config key 'lr'"),
+    ("optimizer", "adam", "Valid: adamw, lars, sgd"),
+    ("method", "byol", "unknown method 'byol'. Valid: simclr"),
+    ("batch_size", 0, "'batch_size' must be > 0"),
+    ("val_fraction", 1.5, "val_fraction"),
+    ("in_chans", 2, "in_chans"),
+    ("resume", "maybe", "resume"),
+])
+def test_bad_values_fail_before_work(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        make_config(**{key: value})
+
+
+def test_unknown_recipe_lists_shipped():
+    with pytest.raises(ConfigError, match="simclr_quickstart"):
+        make_config("no_such_recipe")
+
+
+def test_parse_value_forms():
+    assert parse_value("method_args", "temperature=0.5,proj_dim=64") == {"temperature": 0.5, "proj_dim": 64}
+    assert parse_value("method_args", '{"temperature": 0.2}') == {"temperature": 0.2}
+    assert parse_value("probe_lrs", "0.1,1") == [0.1, 1]
+    assert parse_value("small_input", "auto") is None and parse_value("small_input", "true") is True
+
+
+def test_every_field_is_a_kebab_flag():
+    help_text = build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help()
+    for name in RunConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in help_text
+
+
+def test_cli_reports_config_errors_without_traceback(capsys):
+    assert main(["pretrain", "--epochs", "-1"]) == 2
+    assert "'epochs' must be >= 0" in capsys.readouterr().err
+    assert main(["pretrain", "--method-args", "temprature=0.5", "--max-steps", "1", "--no-probe"]) == 2
+    assert "unknown method_args for 'simclr': temprature. Valid: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--no-such-flag", "1"])

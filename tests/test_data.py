@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vissl_lite.data import DataError, DeviceLoader, load_split, make_loader, parse_spec, stratified_split
+from vissl_lite.data.shapes import CLASS_NAMES, make_shapes
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_shapes_deterministic_balanced_and_varied():
+    x1, y1 = make_shapes(200, 24, seed=5)
+    x2, y2 = make_shapes(200, 24, seed=5)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert x1.shape == (200, 3, 24, 24) and x1.dtype == np.uint8
+    assert len(CLASS_NAMES) >= 10 and np.bincount(y1).tolist() == [20] * 10
+    x3, _ = make_shapes(200, 24, seed=6)
+    assert not np.array_equal(x1, x3)
+    # colour is a nuisance: mean colour per class is nearly the same for every class
+    means = np.stack([x1[y1 == c].mean(axis=(0, 2, 3)) for c in range(10)])
+    assert means.std(axis=0).max() < 20
+
+
+def test_shapes_splits_are_distinct_images():
+    tr, va = load_split("shapes", "train", 16), load_split("shapes", "val", 16)
+    assert len(tr) == 5000 and len(va) == 1000 and tr.num_classes == 10
+    assert not torch.equal(tr.images[:10], va.images[:10])
+
+
+def test_npz_gray_keeps_one_channel_and_resizes(npz_gray):
+    d = load_split(str(npz_gray), "train", 16)
+    assert d.images.shape == (36, 1, 16, 16) and d.images.dtype == torch.uint8
+    assert d.labels.shape == (36,) and d.num_classes == 3 and not d.multilabel
+    assert load_split(str(npz_gray), "train", 16, channels=3).images.shape[1] == 3
+    assert len(load_split(str(npz_gray), "val", 16)) == 9
+
+
+def test_npz_without_val_gets_stratified_seeded_split(npz_rgb_noval):
+    tr = load_split(str(npz_rgb_noval), "train", 16, val_fraction=0.25)
+    va = load_split(f"npz:{npz_rgb_noval}", "val", 16, val_fraction=0.25)
+    assert len(tr) == 60 and len(va) == 20
+    assert torch.bincount(va.labels).tolist() == [5, 5, 5, 5]
+    again = load_split(str(npz_rgb_noval), "val", 16, val_fraction=0.25)
+    assert torch.equal(va.images, again.images)
+
+
+def test_stratified_split_every_class_and_sizes():
+    labels = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
+    keep, cut = stratified_split(labels, 0.1, seed=0)
+    assert len(keep) + len(cut) == len(labels) and not set(keep) & set(cut)
+    assert np.bincount(labels[cut]).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_npz_multilabel_and_missing_keys(tmp_path):
+    x = np.zeros((10, 8, 8), np.uint8)
+    y = np.random.default_rng(0).integers(0, 2, (10, 4))
+    np.savez(tmp_path / "ml.npz", train_images=x, train_labels=y, test_images=x, test_labels=y)
+    d = load_split(str(tmp_path / "ml.npz"), "test", 8)
+    assert d.multilabel and d.num_classes == 4 and d.labels.dtype == torch.float32
+    np.savez(tmp_path / "bad.npz", images=x)
+    with pytest.raises(DataError, match=r"bad.npz has no 'train_images'.*keys: images"):
+        load_split(str(tmp_path / "bad.npz"), "train", 8)
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(DataError, match="trunc.npz"):
+        load_split(str(tmp_path / "trunc.npz"), "train", 8)
+
+
+def test_png_tree_labeled_with_carved_splits(png_tree):
+    splits = {s: load_split(str(png_tree), s, 16) for s in ("train", "val", "test")}
+    assert sum(len(d) for d in splits.values()) == 30
+    assert splits["train"].class_names == ["class_0", "class_1", "class_2"]
+    assert all(d.num_classes == 3 and d.images.shape[1:] == (3, 16, 16) for d in splits.values())
+    assert set(splits["test"].labels.tolist()) == {0, 1, 2}
+
+
+def test_unlabeled_folder_recursive_and_streaming(tmp_path):
+    for i in range(6):
+        d = tmp_path / "imgs" / ("a" if i % 2 else "a/b")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 14), i * 40, np.uint8)).save(d / f"{i}.jpg")
+    d = load_split(str(tmp_path / "imgs"), "train", 8, val_fraction=0.2, data_mode="stream")
+    assert d.files is not None and not d.labeled and (d.labels == -1).all() and d.channels == 1
+    loader = make_loader(d, 2, torch.device("cpu"), num_workers=0)
+    x, y = next(iter(loader))
+    assert x.shape == (2, 1, 8, 8) and x.dtype == torch.uint8
+
+
+def test_corrupt_image_error_names_file(png_tree):
+    bad = png_tree / "class_0" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png"):
+        for s in ("train", "val", "test"):
+            load_split(str(png_tree), s, 16)
+
+
+def test_cifar_batches(cifar_dir):
+    assert parse_spec(str(cifar_dir))[0] == "cifar"
+    tr, te = load_split(str(cifar_dir), "train", 32), load_split(str(cifar_dir), "test", 32)
+    assert len(tr) + len(load_split(str(cifar_dir), "val", 32)) == 50 and len(te) == 10
+    assert tr.images.shape[1:] == (3, 32, 32) and tr.num_classes == 10
+
+
+def test_idx_folder(idx_dir):
+    assert parse_spec(str(idx_dir))[0] == "idx"
+    te = load_split(str(idx_dir), "test", 28)
+    assert te.images.shape == (20, 1, 28, 28) and te.labels.tolist() == list(np.repeat(np.arange(10), 6)[:20])
+
+
+def test_missing_path_and_unknown_file_are_clear(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        parse_spec(str(tmp_path / "nope"))
+    (tmp_path / "x.csv").write_text("a")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        parse_spec(str(tmp_path / "x.csv"))
+
+
+def test_device_loader_epoch_order_and_resume_start(npz_rgb_noval):
+    d = load_split(str(npz_rgb_noval), "train", 16, val_fraction=0.25)
+    loader = DeviceLoader(d, 8, torch.device("cpu"), seed=1)
+    loader.set_epoch(2)
+    full = [x for x, _ in loader]
+    loader.set_epoch(2, start=3)
+    tail = [x for x, _ in loader]
+    assert len(full) == len(loader) == 7 and all(torch.equal(a, b) for a, b in zip(full[3:], tail))
+    loader.set_epoch(3)
+    assert not torch.equal(full[0], next(iter(loader))[0])
+    seen = torch.cat([y for _, y in DeviceLoader(d, 60, torch.device("cpu"))])
+    assert sorted(seen.tolist()) == sorted(d.labels.tolist())
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not present (only in the dev workspace)")
+def test_real_medmnist_and_cifar_and_fashion():
+    breast = load_split(str(SHARED_DATA / "breastmnist" / "breastmnist.npz"), "test", 28)
+    assert breast.images.shape == (156, 1, 28, 28) and breast.num_classes == 2
+    retina = load_split(str(SHARED_DATA / "retinamnist" / "retinamnist.npz"), "val", 28)
+    assert retina.images.shape == (120, 3, 28, 28) and retina.num_classes == 5
+    fashion = load_split(str(SHARED_DATA / "fashion-mnist"), "test", 28)
+    assert fashion.images.shape == (10000, 1, 28, 28) and fashion.num_classes == 10

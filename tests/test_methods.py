@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from vissl_lite.augment import build_augment
+from vissl_lite.backbones import create_backbone, feature_pooling
+from vissl_lite.methods import METHODS, build_method
+
+BACKBONES = [("resnet18", 3), ("resnet18", 1), ("vit_tiny_patch16_224", 3), ("vit_tiny_patch16_224", 1)]
+
+
+def tiny(name: str, chans: int):
+    torch.manual_seed(0)
+    return create_backbone(name, in_chans=chans, img_size=16, small_input=True)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("name,chans", BACKBONES)
+def test_finite_loss_gradient_everywhere_and_embed(method, name, chans):
+    model = build_method(method, tiny(name, chans))
+    views = build_augment("simclr", 16, chans)(torch.randint(0, 256, (8, chans, 16, 16), dtype=torch.uint8))
+    out = model(views)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert all(not v.requires_grad for k, v in out.items() if k != "loss")
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or
+                                                                              not torch.isfinite(p.grad).all())]
+    assert not missing, f"no finite gradient for {missing[:5]}"
+    assert model.embed(views[0]).shape == (8, model.backbone.num_features)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_loss_falls_on_a_fixed_batch(method):
+    model = build_method(method, tiny("resnet18", 3))
+    torch.manual_seed(1)
+    views = build_augment("simclr", 16, 3)(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(views)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_simclr_runs_backbone_once_on_concatenated_views():
+    backbone = tiny("resnet18", 3)
+    calls = []
+    backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    model = build_method("simclr", backbone)
+    model([torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)])
+    assert calls == [8]
+
+
+def test_small_input_modes():
+    r = create_backbone("resnet18", img_size=32)
+    assert r.conv1.stride == (1, 1) and r.conv1.kernel_size == (3, 3) and isinstance(r.maxpool, torch.nn.Identity)
+    assert r.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 4  # 32 / 8 (three stride-2 stages)
+    big = create_backbone("resnet18", img_size=224)
+    assert big.conv1.stride == (2, 2)
+    deep = create_backbone("resnet10t", img_size=32)
+    assert deep.conv1[0].stride == (1, 1)
+    v = create_backbone("vit_tiny_patch16_224", img_size=32, in_chans=1)
+    assert v.patch_embed.patch_size == (4, 4) and v.patch_embed.num_patches == 64
+    assert feature_pooling(v) == "cls token"
+    assert create_backbone("vit_tiny_patch16_224", img_size=224).patch_embed.patch_size == (16, 16)
+
+
+def test_unknown_backbone_and_method_args_are_clear():
+    with pytest.raises(ValueError, match="unknown timm model 'resnet_eighteen'"):
+        create_backbone("resnet_eighteen")
+    with pytest.raises(ValueError, match="Valid: proj_hidden_dim, proj_dim, proj_layers, temperature"):
+        build_method("simclr", tiny("resnet18", 3), temp=0.1)
+    with pytest.raises(ValueError, match="unknown method 'moco'"):
+        build_method("moco", tiny("resnet18", 3))

@@ -1,0 +1,141 @@
+import json
+
+import pytest
+import torch
+
+from vissl_lite import runs
+from vissl_lite.cli import main
+from vissl_lite.config import ConfigError, make_config
+from vissl_lite.eval.linear_probe import fit_linear_probe
+from vissl_lite.train import NonFiniteLossError, lr_at, pretrain
+
+FAST = dict(backbone="resnet18", image_size=16, batch_size=16, epochs=1, log_every=2, checkpoint_every=3,
+            progress=False, probe=False, warmup_epochs=0.5)
+
+
+def test_lr_schedule_warmup_peak_cosine_end():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+    values = [lr_at(s, 100, 10, 1.0) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path):
+    cfg = make_config(data=str(npz_rgb_noval), out=str(tmp_path / "run"), max_steps=2, **FAST)
+    pretrain(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "step", "config", "rng", "version"} and ckpt["step"] == 2
+    cfg2, model, _ = runs.load_run(tmp_path / "run")
+    assert cfg2.to_dict() == ckpt["config"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch):
+    import vissl_lite.train as train
+
+    common = dict(data=str(npz_rgb_noval), **FAST | {"epochs": 2})  # 72 train images / 16 = 4 steps per epoch
+    pretrain(make_config(out=str(tmp_path / "straight"), **common))
+
+    real_lr_at = train.lr_at
+
+    def crash_at_step_5(step, *args):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(train, "lr_at", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):  # dies mid-epoch 2; the last checkpoint is step 3
+        pretrain(make_config(out=str(tmp_path / "split"), **common))
+    monkeypatch.setattr(train, "lr_at", real_lr_at)
+    assert runs.load_checkpoint(tmp_path / "split")["step"] == 3
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(make_config(out=str(tmp_path / "split"), **common))
+    pretrain(make_config(out=str(tmp_path / "split"), resume=True, **common))
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 8
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for k, v in a["optimizer"]["state"].items():
+        assert all(torch.equal(t, b["optimizer"]["state"][k][n]) for n, t in v.items() if torch.is_tensor(t))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_resume_refuses_a_different_model(npz_rgb_noval, tmp_path):
+    common = dict(data=str(npz_rgb_noval), out=str(tmp_path / "r"), max_steps=1, **FAST)
+    pretrain(make_config(**common))
+    with pytest.raises(ConfigError, match="backbone: checkpoint 'resnet18' vs now 'resnet10t'"):
+        pretrain(make_config(**(common | {"backbone": "resnet10t", "resume": True})))
+
+
+def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(npz_rgb_noval, tmp_path, monkeypatch):
+    import vissl_lite.methods.simclr as simclr
+
+    real, calls = simclr.ntxent, {"n": 0}
+
+    def poisoned(z1, z2, t):
+        calls["n"] += 1
+        loss = real(z1, z2, t)
+        return loss * float("nan") if calls["n"] > 3 else loss
+
+    monkeypatch.setattr(simclr, "ntxent", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"between steps 3 and 4.*last good checkpoint.*step 3"):
+        pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / "nan"), max_steps=6, **FAST))
+    ckpt = runs.load_checkpoint(tmp_path / "nan")
+    assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_unsafe_checkpoint_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "checkpoint.pt", "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(RuntimeError, match="refuses"):
+        runs.load_checkpoint(tmp_path)
+
+
+def test_linear_probe_separable_features_and_selection_on_val():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=g) * 5
+
+    def split(n):
+        y = torch.arange(n) % 4
+        return centers[y] + torch.randn(n, 16, generator=g), y
+
+    res = fit_linear_probe(split(200), split(80), split(80), 4, [0.001, 0.1], epochs=20, batch_size=32)
+    assert res["top1"] == 100.0 and res["split"] == "test"
+    assert res["lr"] == max(res["sweep"], key=lambda r: r["val_top1"])["lr"]
+    x, y = split(200)
+    shuffled = fit_linear_probe((x, y[torch.randperm(200, generator=g)]), split(400), split(400), 4, [0.1],
+                                epochs=20, batch_size=32)
+    assert shuffled["top1"] < 40  # chance is 25
+
+
+@pytest.mark.slow
+def test_cli_pretrain_then_linear_probe_end_to_end(npz_gray, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
+                 "--epochs", "2", "--probe-epochs", "5", "--no-progress", "--method-args", "temperature=0.5"])
+    assert code == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"linear_probe", "linear_probe_random_init"} <= set(m["eval"])
+    for key in ("linear_probe", "linear_probe_random_init"):
+        assert 0 <= m["eval"][key]["top1"] <= 100 and "BatchNorm1d(affine=False)+Linear" in m["eval"][key]["protocol"]
+    assert m["config"]["in_chans"] == 0 and m["environment"]["torch"] == torch.__version__
+    assert (run / "train_curves.png").stat().st_size > 1000
+    assert "gain from pretraining" in capsys.readouterr().out
+    code = main(["linear-probe", "--checkpoint", str(run), "--probe-epochs", "3", "--no-progress", "--no-baseline"])
+    assert code == 0
+    lp = json.loads((run / "linear_probe" / "metrics.json").read_text())
+    assert lp["command"] == "linear-probe" and "linear_probe_random_init" not in lp["eval"]
+    assert main(["linear-probe", "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
