@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+
 def pytest_configure(config):
     torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -34,6 +34,7 @@ def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
     ("batch_size", 0, "'batch_size' must be > 0"),
     ("val_fraction", 1.5, "val_fraction"),
     ("in_chans", 2, "in_chans"),
+    ("backbone", "resnet_18", "unknown timm model 'resnet_18'. Closest names: resnet18"),
     ("resume", "maybe", "resume"),
 ])
 def test_bad_values_fail_before_work(key, value, match):

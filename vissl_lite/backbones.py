@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import timm
 import torch
 from timm.models.resnet import ResNet
@@ -26,10 +28,7 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int = 224, small_inp
             ``patch_size`` says otherwise.
         **kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``, ``global_pool``).
     """
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
-        raise ValueError(f"unknown timm model '{name}'. Similar names: {', '.join(close) or 'none'}; "
-                         "see timm.list_models()")
+    check_backbone_name(name)
     small = img_size <= 64 if small_input is None else small_input
     # The entrypoint's module tells the family before the model is built (ViTs need img_size at build time).
     vit_like = timm.models.model_entrypoint(name).__module__.endswith(("vision_transformer", "deit"))
@@ -44,6 +43,14 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int = 224, small_inp
         raise ValueError(f"small_input is implemented for timm ResNet and ViT models, not '{name}' "
                          f"({type(model).__name__}); pass --no-small-input")
     return model
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise with the closest timm names when ``name`` is not a timm model."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+        raise ValueError(f"unknown timm model '{name}'. Closest names: {', '.join(close) or 'none'}; "
+                         "see timm.list_models()")
 
 
 def _small_resnet_stem(model: ResNet) -> None:
@@ -65,6 +72,11 @@ def feature_pooling(model: nn.Module) -> str:
     pool = getattr(model, "global_pool", None)
     kind = getattr(pool, "pool_type", None) or "avg"
     return f"global {kind} pool of the last feature map"
+
+
+def in_chans_of(model: nn.Module) -> int:
+    """Input channels: the first 4-D weight is the stem conv or the patch embedding."""
+    return next(p.shape[1] for p in model.parameters() if p.ndim == 4)
 
 
 @torch.no_grad()

@@ -238,6 +238,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown method '{cfg.method}'. Valid: {', '.join(METHODS)}")
     import inspect
 
+    from vissl_lite.backbones import check_backbone_name
+
+    try:
+        check_backbone_name(cfg.backbone)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     valid_args = [p for p in inspect.signature(METHODS[cfg.method]).parameters if p != "backbone"]
     unknown = sorted(set(cfg.method_args) - set(valid_args))
     if unknown:

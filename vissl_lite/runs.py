@@ -127,17 +127,12 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunCo
     ckpt = load_checkpoint(run)
     cfg = config_from_dict(ckpt["config"])
     state = ckpt["model"]
-    in_chans = _in_chans_from_state(state)
-    model = build_model(cfg, in_chans)
+    first_conv = next((v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4), None)
+    if first_conv is None:
+        raise RuntimeError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
+    model = build_model(cfg, in_chans=first_conv.shape[1])
     model.load_state_dict(state)
     return cfg, model.to(device), ckpt
-
-
-def _in_chans_from_state(state: dict) -> int:
-    for key, value in state.items():
-        if key.startswith("backbone.") and value.ndim == 4:  # first conv / patch embedding weight
-            return value.shape[1]
-    raise RuntimeError("cannot find the backbone's first convolution in the checkpoint")
 
 
 def environment() -> dict:

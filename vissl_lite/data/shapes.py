@@ -11,6 +11,8 @@ distance functions with a one-pixel anti-aliased edge: the three splits take abo
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 CLASS_NAMES = ("disk", "ring", "square", "frame", "triangle", "plus", "bars", "flower", "crescent", "ell")
@@ -121,8 +123,10 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=6)
 def shapes_split(split: str, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed train/val/test splits of the built-in set (5,000 / 1,000 / 2,000 images)."""
+    """The fixed train/val/test splits of the built-in set (5,000 / 1,000 / 2,000 images), rendered once per
+    process (pretraining and the probes share them). Treat the arrays as read-only."""
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split '{split}' for the shapes set; valid: {', '.join(SPLIT_SIZES)}")
     return make_shapes(SPLIT_SIZES[split], size=size, seed=seed * 10 + _SPLIT_OFFSET[split] + 1_000)

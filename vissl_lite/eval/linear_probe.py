@@ -15,7 +15,7 @@ from torch import nn
 
 
 def protocol_text(pooling: str, dim: int, lrs: list, epochs: int, batch_size: int, view: str) -> str:
-    return (f"frozen backbone, {pooling} features (D={dim}), {view}; features extracted once and cached; "
+    return (f"frozen backbone features: {pooling} (D={dim}), {view}; extracted once and cached; "
             f"head BatchNorm1d(affine=False)+Linear; SGD momentum 0.9, no weight decay, cosine schedule, "
             f"{epochs} epochs, batch {batch_size}; lr sweep {list(lrs)} chosen on val top-1; reported on test")
 

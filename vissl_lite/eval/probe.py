@@ -11,7 +11,7 @@ from torch import nn
 
 from vissl_lite import runs
 from vissl_lite.augment import EvalView
-from vissl_lite.backbones import feature_pooling
+from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
 from vissl_lite.data import ImageSet, load_split
 from vissl_lite.eval.features import extract_features
@@ -48,7 +48,7 @@ def run_linear_probes(model: nn.Module, cfg: RunConfig, device: torch.device, ba
                       splits: dict[str, ImageSet] | None = None) -> dict:
     """``{"linear_probe": ..., "linear_probe_random_init": ...}`` for a method module (anything with ``embed``
     and ``backbone``)."""
-    channels = _model_channels(model)
+    channels = in_chans_of(model.backbone)
     splits = splits or load_eval_splits(cfg, channels)
     model.eval()
     backbone = model.backbone
@@ -59,10 +59,6 @@ def run_linear_probes(model: nn.Module, cfg: RunConfig, device: torch.device, ba
         random_init = runs.build_model(cfg, channels).backbone.to(device).eval()
         out["linear_probe_random_init"] = probe_backbone(random_init, pooling, dim, splits, cfg, device, "random")
     return out
-
-
-def _model_channels(model: nn.Module) -> int:
-    return runs._in_chans_from_state({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()})
 
 
 def linear_probe(checkpoint: str | Path, data: str | None = None, out: str | Path | None = None,
