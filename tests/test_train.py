@@ -22,6 +22,13 @@ def test_lr_schedule_warmup_peak_cosine_end():
     assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "lars", "sgd"])
+def test_each_optimizer_trains(npz_rgb_noval, tmp_path, optimizer):
+    m = pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / optimizer), optimizer=optimizer,
+                             lr=0.05 if optimizer != "adamw" else 1e-3, **FAST | {"epochs": 2}))
+    assert m["train"]["steps"] == 8 and m["train"]["final_loss"] is not None
+
+
 def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path):
     cfg = make_config(data=str(npz_rgb_noval), out=str(tmp_path / "run"), max_steps=2, **FAST)
     pretrain(cfg)
@@ -118,6 +125,14 @@ def test_linear_probe_separable_features_and_selection_on_val():
     shuffled = fit_linear_probe((x, y[torch.randperm(200, generator=g)]), split(400), split(400), 4, [0.1],
                                 epochs=20, batch_size=32)
     assert shuffled["top1"] < 40  # chance is 25
+
+
+def test_streaming_folder_pretrains_and_probes(png_tree, tmp_path):
+    cfg = make_config(data=str(png_tree), out=str(tmp_path / "s"), data_mode="stream", num_workers=0,
+                      **FAST | {"batch_size": 8, "probe": True, "probe_epochs": 2, "max_steps": 2})
+    m = pretrain(cfg)
+    assert m["train"]["steps"] == 2 and m["train"]["train_images"] == 24  # 30 minus carved val and test
+    assert 0 <= m["eval"]["linear_probe"]["top1"] <= 100 and m["eval"]["linear_probe"]["n_test"] == 3
 
 
 @pytest.mark.slow

@@ -69,7 +69,8 @@ class RunConfig:
     std: list = _f([], "Per-channel normalisation std (empty: ImageNet's; its average for one channel).")
     # optimisation
     epochs: int = _f(100, "Pretraining epochs over the train split.")
-    max_steps: int = _f(0, "Stop after this many steps (0: run all epochs). Handy for smoke tests.")
+    max_steps: int = _f(0, "Train at most this many steps; the lr schedule spans them (0: all epochs). "
+                     "Handy for smoke tests.")
     batch_size: int = _f(256, "Images per step (SimCLR sees 2x this many views).")
     optimizer: str = _f("adamw", "adamw, lars (timm's, with bias/norm excluded from decay) or sgd.")
     lr: float = _f(1e-3, "Peak learning rate (after warmup); not rescaled by batch size.")

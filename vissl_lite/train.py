@@ -96,7 +96,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                          num_workers=cfg.num_workers, rank=dist.rank(), world_size=dist.world_size())
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
-    total = min(total, cfg.max_steps) if cfg.max_steps and total else (cfg.max_steps or total)
+    if cfg.max_steps:  # the schedule spans the steps that will actually run
+        total = min(total, cfg.max_steps) if total else cfg.max_steps
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
 
     # ---- model, augmentation, optimiser
