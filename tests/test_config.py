@@ -30,16 +30,25 @@ def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
     ("epochs", "ten", "bad value 'ten' for config key 'epochs'"),
     ("lr", True, "bad value True for config key 'lr'"),
     ("optimizer", "adam", "Valid: adamw, lars, sgd"),
-    ("method", "byol", "unknown method 'byol'. Valid: simclr"),
+    ("method", "byol", "unknown method 'byol'. Valid: simclr, mae, dae"),
     ("batch_size", 0, "'batch_size' must be > 0"),
     ("val_fraction", 1.5, "val_fraction"),
     ("in_chans", 2, "in_chans"),
     ("backbone", "resnet_18", "unknown timm model 'resnet_18'. Closest names: resnet18"),
+    ("augment", "crop_flip", "--method simclr takes 2 view.*use --augment simclr"),
     ("resume", "maybe", "resume"),
 ])
 def test_bad_values_fail_before_work(key, value, match):
     with pytest.raises(ConfigError, match=match):
         make_config(**{key: value})
+
+
+def test_method_quickstarts_and_method_backbone_checks():
+    assert make_config(method="mae").backbone.startswith("vit") and make_config(method="dae").augment == "crop_flip"
+    with pytest.raises(ConfigError, match="--method mae needs a ViT backbone; 'resnet18'"):
+        make_config(method="mae", backbone="resnet18")
+    with pytest.raises(ConfigError, match="unknown method_args for 'dae': sigmaa. Valid: noise, sigma"):
+        make_config(method="dae", method_args={"sigmaa": 1})
 
 
 def test_unknown_recipe_lists_shipped():

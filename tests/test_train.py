@@ -154,3 +154,24 @@ def test_cli_pretrain_then_linear_probe_end_to_end(npz_gray, tmp_path, capsys):
     assert lp["command"] == "linear-probe" and "linear_probe_random_init" not in lp["eval"]
     assert main(["linear-probe", "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,backbone", [("dae", "resnet18"), ("mae", "vit_tiny_patch16_224")])
+def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, method, backbone):
+    run = tmp_path / method
+    args = ["pretrain", "--method", method, "--backbone", backbone, "--data", str(npz_gray), "--out", str(run),
+            "--image-size", "16", "--batch-size", "12", "--epochs", "1", "--probe-epochs", "2", "--no-progress"]
+    assert main(args) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"linear_probe", "linear_probe_random_init"} <= set(m["eval"]) and m["config"]["method"] == method
+    assert (run / "reconstructions.png").stat().st_size > 1000  # every mae/dae run ends with a grid
+    grid = tmp_path / "grid.png"
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(grid), "--n", "4"]) == 0
+    assert grid.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+
+
+def test_reconstruct_refuses_a_method_that_does_not_reconstruct(npz_rgb_noval, tmp_path, capsys):
+    pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / "s"), max_steps=1, **FAST))
+    assert main(["reconstruct", "--checkpoint", str(tmp_path / "s"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "reconstruct works for mae and dae" in capsys.readouterr().err

@@ -30,9 +30,7 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int = 224, small_inp
     """
     check_backbone_name(name)
     small = img_size <= 64 if small_input is None else small_input
-    # The entrypoint's module tells the family before the model is built (ViTs need img_size at build time).
-    vit_like = timm.models.model_entrypoint(name).__module__.endswith(("vision_transformer", "deit"))
-    if vit_like:
+    if is_vit_name(name):
         if small or patch_size:
             kwargs.setdefault("patch_size", patch_size or 4)
         kwargs.setdefault("img_size", img_size)
@@ -43,6 +41,12 @@ def create_backbone(name: str, in_chans: int = 3, img_size: int = 224, small_inp
         raise ValueError(f"small_input is implemented for timm ResNet and ViT models, not '{name}' "
                          f"({type(model).__name__}); pass --no-small-input")
     return model
+
+
+def is_vit_name(name: str) -> bool:
+    """Whether timm model ``name`` is a VisionTransformer, told from its entrypoint's module before it is built
+    (ViTs need img_size at build time)."""
+    return timm.models.model_entrypoint(name).__module__.endswith(("vision_transformer", "deit"))
 
 
 def check_backbone_name(name: str) -> None:
@@ -62,6 +66,8 @@ def _small_resnet_stem(model: ResNet) -> None:
         first = stem[0]
         stem[0] = nn.Conv2d(first.in_channels, first.out_channels, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
+    for info in model.feature_info:  # keep timm's stride metadata true: the stem no longer downsamples by 4
+        info["reduction"] = max(1, info["reduction"] // 4)
 
 
 def feature_pooling(model: nn.Module) -> str:

@@ -1,4 +1,4 @@
-"""``vissl-lite``: pretrain | linear-probe.
+"""``vissl-lite``: pretrain | linear-probe | reconstruct.
 
 Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
 defaults. Run ``vissl-lite pretrain --help`` for the full list.
@@ -41,7 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vissl-lite", description="Self-supervised pretraining of timm backbones "
-                                     "(SimCLR) with on-device augmentation, and linear-probe evaluation.")
+                                     "(SimCLR, MAE, DAE) with on-device augmentation, and linear-probe evaluation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         lp.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS, help=FIELDS[name].metadata["help"])
     lp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                     help="show progress bars [default: on]")
+
+    rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
+                        description="Draw a grid with rows original / model input (masked or noisy) / "
+                        "reconstruction, de-normalised (with norm_pix_loss, each patch's statistics are undone).")
+    rc.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) of an mae or dae run")
+    rc.add_argument("--out", default="reconstructions.png", help="PNG to write [default: reconstructions.png]")
+    rc.add_argument("--data", default=None, help="images to reconstruct (default: the run's own --data)")
+    rc.add_argument("--split", default="test", choices=("train", "val", "test"), help="split [default: test]")
+    rc.add_argument("--n", type=int, default=8, help="number of images [default: 8]")
+    rc.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [default: auto]")
     return parser
 
 
@@ -93,13 +103,21 @@ def _linear_probe(args: argparse.Namespace) -> None:
                  **overrides)
 
 
+def _reconstruct(args: argparse.Namespace) -> None:
+    from vissl_lite.eval.reconstruct import reconstruct
+
+    if args.n <= 0:
+        raise ConfigError(f"--n must be > 0, got {args.n}")
+    reconstruct(args.checkpoint, out=args.out, data=args.data, split=args.split, n=args.n, device=args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vissl_lite.data import DataError
     from vissl_lite.train import NonFiniteLossError
 
     try:
-        {"pretrain": _pretrain, "linear-probe": _linear_probe}[args.command](args)
+        {"pretrain": _pretrain, "linear-probe": _linear_probe, "reconstruct": _reconstruct}[args.command](args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
         return 2

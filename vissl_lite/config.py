@@ -28,6 +28,9 @@ CHOICES = {
 }
 
 
+AUGMENT_VIEWS = {"simclr": 2, "crop_flip": 1, "eval": 1}  # views each recipe makes by default
+
+
 class ConfigError(ValueError):
     """A config key or value is invalid; the message names it and says what is valid."""
 
@@ -239,12 +242,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown method '{cfg.method}'. Valid: {', '.join(METHODS)}")
     import inspect
 
-    from vissl_lite.backbones import check_backbone_name
+    from vissl_lite.backbones import check_backbone_name, is_vit_name
 
     try:
         check_backbone_name(cfg.backbone)
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if cfg.method == "mae" and not is_vit_name(cfg.backbone):
+        raise ConfigError(f"--method mae needs a ViT backbone; '{cfg.backbone}' is not one. Try --backbone "
+                          "vit_tiny_patch16_224, or --method dae / simclr for CNNs")
+    views = cfg.augment_args.get("n_views", AUGMENT_VIEWS[cfg.augment])
+    if views != METHODS[cfg.method].views:
+        fits = [a for a, n in AUGMENT_VIEWS.items() if n == METHODS[cfg.method].views and a != "eval"]
+        raise ConfigError(f"--method {cfg.method} takes {METHODS[cfg.method].views} view(s) but --augment "
+                          f"{cfg.augment} makes {views}; use --augment {' or '.join(fits)}")
     valid_args = [p for p in inspect.signature(METHODS[cfg.method]).parameters if p != "backbone"]
     unknown = sorted(set(cfg.method_args) - set(valid_args))
     if unknown:

@@ -179,6 +179,11 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set))}
     if main:
         _plot_curves(log_path, out / "train_curves.png")
+        if hasattr(model, "reconstruct"):
+            from vissl_lite.eval.reconstruct import sample_images, save_reconstruction_grid
+
+            images = sample_images(cfg, channels, 8)
+            metrics["reconstructions"] = str(save_reconstruction_grid(model, images, cfg, out / "reconstructions.png"))
     # ---- evaluation
     if cfg.probe and main:
         if train_set.labeled:

@@ -6,9 +6,11 @@ import inspect
 
 from torch import nn
 
+from vissl_lite.methods.dae import DAE
+from vissl_lite.methods.mae import MAE
 from vissl_lite.methods.simclr import SimCLR
 
-METHODS = {"simclr": SimCLR}
+METHODS = {"simclr": SimCLR, "mae": MAE, "dae": DAE}
 
 
 def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
@@ -23,4 +25,4 @@ def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
     return cls(backbone, **kwargs)
 
 
-__all__ = ["METHODS", "SimCLR", "build_method"]
+__all__ = ["DAE", "MAE", "METHODS", "SimCLR", "build_method"]

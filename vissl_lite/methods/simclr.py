@@ -27,6 +27,8 @@ class SimCLR(nn.Module):
         temperature: softmax temperature of NT-Xent.
     """
 
+    views = 2
+
     def __init__(self, backbone: nn.Module, proj_hidden_dim: int = 0, proj_dim: int = 128, proj_layers: int = 2,
                  temperature: float = 0.1):
         super().__init__()

@@ -1,0 +1,90 @@
+"""Reconstruction grids for methods that rebuild their input (MAE, DAE): original / corrupted / reconstruction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vissl_lite import runs
+from vissl_lite.augment import EvalView, default_stats
+from vissl_lite.backbones import in_chans_of
+from vissl_lite.config import RunConfig
+from vissl_lite.data import DataError, load_split
+
+
+@torch.no_grad()
+def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunConfig, path: Path,
+                             title: str = "") -> Path:
+    """Draw rows original / corrupted input / reconstruction for uint8 ``images`` (N, C, S, S).
+
+    Reconstructions are de-normalised with the run's mean and std; MAE with norm_pix_loss has already mapped its
+    prediction back through each patch's statistics (see ``MAE.reconstruct``). The mask or noise is drawn from
+    a generator seeded with the run's seed, so the same run gives the same grid.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not hasattr(model, "reconstruct"):
+        raise ValueError(f"method '{cfg.method}' does not reconstruct images; reconstruct works for mae and dae")
+    device = next(model.parameters()).device
+    channels = in_chans_of(model.backbone)
+    x = EvalView(cfg.image_size, channels, cfg.mean, cfg.std).to(device)(images.to(device))[0]
+    model.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        out = model.reconstruct(x)
+    mean, std = default_stats(channels, cfg.mean, cfg.std)
+    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def to_image(t: torch.Tensor):  # normalised (N, C, H, W) -> numpy (N, H, W, C) in [0, 1]
+        return (t.float().cpu() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+    rows = {"original": to_image(x), "input to the model": to_image(out["input"]),
+            "reconstruction": to_image(out["reconstruction"])}
+    n = x.shape[0]
+    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.3), squeeze=False)
+    for r, (label, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            img = imgs[c]
+            ax.imshow(img[..., 0] if channels == 1 else img, cmap="gray" if channels == 1 else None, vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(title or f"{cfg.method} / {cfg.backbone} on {cfg.data}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test") -> torch.Tensor:
+    """The first ``n`` images of ``split`` (falling back to train for data without that split)."""
+    spec = data or cfg.data
+    try:
+        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "memory", cfg.memory_limit_gb,
+                             progress=False)
+    except DataError:
+        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "memory",
+                             cfg.memory_limit_gb, progress=False)
+    return dataset.images[:n]
+
+
+def reconstruct(checkpoint: str | Path, out: str | Path = "reconstructions.png", data: str | None = None,
+                split: str = "test", n: int = 8, device: str = "auto") -> Path:
+    """Python twin of ``vissl-lite reconstruct``: a grid for the first ``n`` images of ``split``."""
+    dev = runs.resolve_device(device)
+    cfg, model, ckpt = runs.load_run(checkpoint, dev)
+    images = sample_images(cfg, in_chans_of(model.backbone), n, data, split)
+    path = save_reconstruction_grid(model, images, cfg, Path(out),
+                                    f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {split}")
+    print(f"wrote {path}")
+    return path
