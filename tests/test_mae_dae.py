@@ -6,8 +6,9 @@ import torch
 import vissl_lite.methods.mae as mae_mod
 from vissl_lite.backbones import create_backbone
 from vissl_lite.heads import patchify, unpatchify
+from vissl_lite.losses import masked_mse
 from vissl_lite.methods import DAE, MAE
-from vissl_lite.methods.mae import masked_mse, random_masking
+from vissl_lite.methods.mae import random_masking
 
 
 def vit(chans=3, size=16, **kw):

@@ -37,6 +37,12 @@ def ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather:
     return F.cross_entropy(logits, pos_idx)
 
 
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over removed patches (mask == 1) of the per-patch mean squared error. pred, target: (B, L, K)."""
+    per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (B, L)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1)
+
+
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every element."""
     return F.mse_loss(pred.float(), target.float())

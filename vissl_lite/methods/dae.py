@@ -17,6 +17,7 @@ from torch import nn
 
 from vissl_lite.backbones import in_chans_of, is_vit
 from vissl_lite.heads import ConvDecoder, TokenDecoder, unpatchify
+from vissl_lite.losses import mse
 
 NOISES = ("gaussian", "mask", "salt_pepper")
 
@@ -106,12 +107,10 @@ class DAE(nn.Module):
         noisy, where = self.corrupt(x)
         pred = self.decode(noisy)
         target = x if self.target_kind == "clean" else noisy - x
+        if self.loss_on == "all":
+            return {"loss": mse(pred, target)}
         err = (pred.float() - target.float()).pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W)
-        if self.loss_on == "corrupted":
-            loss = (err * where).sum() / where.sum().clamp_min(1)
-        else:
-            loss = err.mean()
-        return {"loss": loss}
+        return {"loss": (err * where).sum() / where.sum().clamp_min(1)}
 
     @torch.no_grad()
     def reconstruct(self, imgs: torch.Tensor) -> dict[str, torch.Tensor]:

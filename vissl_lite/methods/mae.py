@@ -14,6 +14,7 @@ from torch import nn
 
 from vissl_lite.backbones import is_vit
 from vissl_lite.heads import TokenDecoder, patchify, unpatchify
+from vissl_lite.losses import masked_mse
 
 
 def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,12 +37,6 @@ def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, to
     mask[:, :keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
     return visible, mask, ids_restore
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over removed patches (mask == 1) of the per-patch mean squared error. pred, target: (B, L, K)."""
-    per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (B, L)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1)
 
 
 class MAE(nn.Module):
