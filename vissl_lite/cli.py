@@ -1,4 +1,4 @@
-"""``vissl-lite``: pretrain | linear-probe | reconstruct.
+"""``vissl-lite``: pretrain | linear-probe | knn | reconstruct.
 
 Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
 defaults. Run ``vissl-lite pretrain --help`` for the full list.
@@ -39,6 +39,21 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=help_text)
 
 
+def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], default_dir: str) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) from 'vissl-lite "
+                        "pretrain'")
+    parser.add_argument("--data", default=None, help="labeled data to evaluate on (default: the run's own --data)")
+    parser.add_argument("--out", default=None, help=f"folder for metrics.json (default: RUN/{default_dir})")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [default: auto]")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also evaluate the random-init backbone [default: on]")
+    for name in fields:
+        parser.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS,
+                            help=f"{FIELDS[name].metadata['help']} [default: {RunConfig().to_dict()[name]!r}]")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="show progress bars [default: on]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vissl-lite", description="Self-supervised pretraining of timm backbones "
                                      "(SimCLR, MAE, DAE) with on-device augmentation, and linear-probe evaluation.")
@@ -58,16 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Extract frozen features once, train BatchNorm1d(affine=False)+Linear with a "
                         "learning-rate sweep picked on the validation split, report test top-1. Writes "
                         "<out>/metrics.json with eval.linear_probe and eval.linear_probe_random_init.")
-    lp.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) from 'vissl-lite pretrain'")
-    lp.add_argument("--data", default=None, help="labeled data to probe on (default: the run's own --data)")
-    lp.add_argument("--out", default=None, help="folder for metrics.json (default: RUN/linear_probe)")
-    lp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [default: auto]")
-    lp.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                    help="also probe the random-init backbone [default: on]")
-    for name in ("probe_epochs", "probe_lrs", "probe_batch_size", "seed"):
-        lp.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS, help=FIELDS[name].metadata["help"])
-    lp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                    help="show progress bars [default: on]")
+    _add_eval_flags(lp, ("probe_epochs", "probe_lrs", "probe_batch_size", "seed"), "linear_probe")
+    kn = sub.add_parser("knn", help="weighted kNN on a pretrained run's frozen features (and a random-init baseline)",
+                        description="L2-normalised frozen features; the k nearest train features vote with weight "
+                        "exp(cos/T); test top-1 for each k. Writes <out>/metrics.json with eval.knn and "
+                        "eval.knn_random_init.")
+    _add_eval_flags(kn, ("knn_k", "knn_temperature"), "knn")
 
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
@@ -93,14 +104,14 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain(make_config(recipe, **given))
 
 
-def _linear_probe(args: argparse.Namespace) -> None:
+def _evaluate(args: argparse.Namespace) -> None:
     from vissl_lite.config import parse_value
-    from vissl_lite.eval.probe import linear_probe
+    from vissl_lite.eval.probe import evaluate_run
 
     overrides = {k: parse_value(k, v) for k, v in vars(args).items()
-                 if k in ("probe_epochs", "probe_lrs", "probe_batch_size", "seed", "progress")}
-    linear_probe(args.checkpoint, data=args.data, out=args.out, device=args.device, baseline=args.baseline,
-                 **overrides)
+                 if k in FIELDS and k not in ("data", "out", "device")}
+    evaluate_run(args.command, args.checkpoint, data=args.data, out=args.out, device=args.device,
+                 baseline=args.baseline, **overrides)
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
@@ -117,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from vissl_lite.train import NonFiniteLossError
 
     try:
-        {"pretrain": _pretrain, "linear-probe": _linear_probe, "reconstruct": _reconstruct}[args.command](args)
+        commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "reconstruct": _reconstruct}
+        commands[args.command](args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
         return 2

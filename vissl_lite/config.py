@@ -91,10 +91,15 @@ class RunConfig:
     log_every: int = _f(20, "Log loss/lr/throughput to metrics.jsonl every N steps (the only host sync).")
     progress: bool = _f(True, "Show progress bars.")
     # evaluation after pretraining
-    probe: bool = _f(True, "After pretraining, run the linear probe on the SSL and on a random-init backbone.")
+    probe: bool = _f(True, "After pretraining, run the linear probe and kNN on the SSL and on a random-init "
+                     "backbone.")
     probe_epochs: int = _f(100, "Linear-probe epochs on cached features.")
     probe_lrs: list = _f([0.01, 0.03, 0.1, 0.3, 1.0], "Linear-probe learning-rate sweep (SGD), picked on validation.")
     probe_batch_size: int = _f(256, "Linear-probe batch size.")
+    knn_k: list = _f([20, 200], "Neighbours for the weighted kNN evaluation (each k is reported).")
+    knn_temperature: float = _f(0.07, "Temperature T of the kNN vote weights exp(cos / T).")
+    knn_every: int = _f(0, "Online kNN monitor: every N epochs, kNN top-1 on the val split (train split as the "
+                        "bank), logged to metrics.jsonl and drawn in train_curves.png (0: off).")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -278,6 +283,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'in_chans' must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
     if len(cfg.mean) != len(cfg.std):
         raise ConfigError(f"'mean' and 'std' need the same length, got {cfg.mean} and {cfg.std}")
+    if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
+        raise ConfigError(f"'knn_k' must be a non-empty list of positive integers, got {cfg.knn_k}")
+    if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
+        raise ConfigError("'knn_temperature' must be > 0 and 'knn_every' >= 0")
     if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):
         raise ConfigError(f"'probe_lrs' must be a non-empty list of positive numbers, got {cfg.probe_lrs}")
     return cfg

@@ -124,6 +124,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
               f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
               f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
     log_path = out / "metrics.jsonl"
+    monitor = _KnnMonitor(cfg, train_set, channels, device) if cfg.knn_every and train_set.labeled and main else None
 
     # ---- the loop
     model.train()
@@ -164,6 +165,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                 if main:
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
+            if monitor is not None and step % (cfg.knn_every * steps_per_epoch) == 0:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 3),
+                                        "knn_top1": monitor(model)}) + "\n")
             if step % cfg.checkpoint_every == 0 or is_last:
                 _check_finite(bad_loss, last_good, step, out)
                 if main:
@@ -187,10 +192,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # ---- evaluation
     if cfg.probe and main:
         if train_set.labeled:
-            from vissl_lite.eval.probe import run_linear_probes
+            from vissl_lite.eval.probe import run_evaluations
 
             t_probe = time.time()
-            metrics["eval"] = run_linear_probes(model, cfg, device, baseline=True)
+            metrics["eval"] = run_evaluations(model, cfg, device, baseline=True)
             metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
         else:
             metrics["eval"] = {"skipped": f"{cfg.data} is unlabeled; run 'vissl-lite linear-probe --checkpoint "
@@ -209,6 +214,30 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print("  " + metrics["eval"]["skipped"])
     dist.cleanup()
     return metrics
+
+
+class _KnnMonitor:
+    """kNN top-1 on the val split with the train split as the bank, through the eval view. It draws no random
+    numbers, so monitoring does not change the training run (or its exact resume)."""
+
+    def __init__(self, cfg: RunConfig, train_set, channels: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.splits = {"train": train_set, "val": load_split(cfg.data, "val", cfg.image_size, channels,
+                                                              cfg.val_fraction, cfg.data_mode, cfg.memory_limit_gb,
+                                                              progress=False)}
+
+    def __call__(self, model: nn.Module) -> float:
+        from vissl_lite.eval.knn import knn_eval
+        from vissl_lite.eval.probe import backbone_features
+
+        model.eval()
+        cfg = self.cfg
+        cached = backbone_features(model.embed, self.splits, config_from_dict(cfg.to_dict() | {"progress": False}),
+                                   self.device, "knn")
+        model.train()
+        k = cfg.knn_k[0]
+        return round(knn_eval(cached["train"], cached["val"], self.splits["train"].num_classes, [k],
+                              cfg.knn_temperature)["top1"][k], 3)
 
 
 def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path) -> None:
@@ -238,6 +267,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
 
 def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: float, n_images: int) -> dict:
     records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    records = [r for r in records if "loss" in r]  # training lines, not monitor lines
     last = records[-1] if records else {}
     rates = [r["images_per_s"] for r in records[1:]] or [r["images_per_s"] for r in records]
     return {"steps": steps, "epochs": round(steps / steps_per_epoch, 2), "train_images": n_images,
@@ -255,12 +285,14 @@ def _plot_curves(log_path: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
-    keys = ["loss", "lr"] + [k for k in records[0] if k not in ("step", "epoch", "loss", "lr", "images_per_s")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-    steps = [r["step"] for r in records]
-    for ax, key in zip(axes, keys):
-        ax.plot(steps, [r.get(key) for r in records])
-        ax.set_title(key)
+    keys = ["loss", "lr"]
+    for r in records:  # method scalars and monitor lines (e.g. knn_top1) may appear on some lines only
+        keys += [k for k in r if k not in keys and k not in ("step", "epoch", "images_per_s")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot(*zip(*points), marker="o" if len(points) < 30 else None)
+        ax.set_title(key + (" (val, %)" if key == "knn_top1" else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()

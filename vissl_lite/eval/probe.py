@@ -1,4 +1,5 @@
-"""Linear-probe a trained backbone and, as the baseline, the same architecture at its random initialisation."""
+"""Evaluate a trained backbone (linear probe, kNN) and, as the baseline, the same architecture at its random
+initialisation. Features are extracted once per backbone and split, and shared by every evaluation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
 from vissl_lite.data import ImageSet, load_split
 from vissl_lite.eval.features import extract_features
+from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
 
 
@@ -29,41 +31,69 @@ def load_eval_splits(cfg: RunConfig, channels: int) -> dict[str, ImageSet]:
     return splits
 
 
-def probe_backbone(embed, pooling: str, dim: int, splits: dict[str, ImageSet], cfg: RunConfig,
-                   device: torch.device, tag: str) -> dict:
-    """Extract features for every split once, then sweep the head's learning rate."""
-    channels = splits["train"].channels
-    view = EvalView(cfg.image_size, channels, cfg.mean, cfg.std).to(device)
-    cached = {}
-    for name, data in splits.items():
-        cached[name] = extract_features(embed, data, view, device, progress=cfg.progress, desc=f"{tag} {name}")
-    result = fit_linear_probe(cached["train"], cached["val"], cached["test"], splits["train"].num_classes,
-                              cfg.probe_lrs, cfg.probe_epochs, cfg.probe_batch_size, cfg.seed)
-    result["protocol"] = protocol_text(pooling, dim, cfg.probe_lrs, cfg.probe_epochs, cfg.probe_batch_size,
-                                       f"eval view: {cfg.image_size}px centre, normalised")
-    return result
+def backbone_features(embed, splits: dict[str, ImageSet], cfg: RunConfig, device: torch.device,
+                      tag: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Features and labels of every split through the deterministic eval view, extracted once."""
+    view = EvalView(cfg.image_size, splits["train"].channels, cfg.mean, cfg.std).to(device)
+    return {name: extract_features(embed, data, view, device, progress=cfg.progress, desc=f"{tag} {name}")
+            for name, data in splits.items()}
 
 
-def run_linear_probes(model: nn.Module, cfg: RunConfig, device: torch.device, baseline: bool = True,
-                      splits: dict[str, ImageSet] | None = None) -> dict:
-    """``{"linear_probe": ..., "linear_probe_random_init": ...}`` for a method module (anything with ``embed``
-    and ``backbone``)."""
+def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
+                      which: tuple[str, ...]) -> dict:
+    """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features."""
+    view = f"eval view: {cfg.image_size}px centre, normalised"
+    out = {}
+    if "linear_probe" in which:
+        out["linear_probe"] = fit_linear_probe(cached["train"], cached["val"], cached["test"], num_classes,
+                                               cfg.probe_lrs, cfg.probe_epochs, cfg.probe_batch_size, cfg.seed)
+        out["linear_probe"]["protocol"] = protocol_text(pooling, dim, cfg.probe_lrs, cfg.probe_epochs,
+                                                        cfg.probe_batch_size, view)
+    if "knn" in which:
+        out["knn"] = knn_eval(cached["train"], cached["test"], num_classes, cfg.knn_k, cfg.knn_temperature)
+        out["knn"] |= {"split": "test", "protocol": knn_protocol(pooling, dim, cfg.knn_k, cfg.knn_temperature, view)}
+    return out
+
+
+def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, baseline: bool = True,
+                    splits: dict[str, ImageSet] | None = None,
+                    which: tuple[str, ...] = ("linear_probe", "knn")) -> dict:
+    """``{"linear_probe", "knn", "linear_probe_random_init", "knn_random_init"}`` (those in ``which``) for a method
+    module (anything with ``embed`` and ``backbone``). The baseline is the network pretraining started from: same
+    architecture, same seed, no training."""
     channels = in_chans_of(model.backbone)
     splits = splits or load_eval_splits(cfg, channels)
+    num_classes = splits["train"].num_classes
     model.eval()
-    backbone = model.backbone
-    pooling, dim = feature_pooling(backbone), backbone.num_features
-    out = {"linear_probe": probe_backbone(model.embed, pooling, dim, splits, cfg, device, "ssl")}
+    pooling, dim = feature_pooling(model.backbone), model.backbone.num_features
+    candidates = [("", model.embed, "ssl")]
     if baseline:
-        # The network pretraining started from: same architecture, same seed, no training.
-        random_init = runs.build_model(cfg, channels).backbone.to(device).eval()
-        out["linear_probe_random_init"] = probe_backbone(random_init, pooling, dim, splits, cfg, device, "random")
+        candidates.append(("_random_init", runs.build_model(cfg, channels).backbone.to(device).eval(), "random"))
+    out = {}
+    for suffix, embed, tag in candidates:
+        cached = backbone_features(embed, splits, cfg, device, tag)
+        for name, result in evaluate_features(cached, num_classes, pooling, dim, cfg, which).items():
+            out[name + suffix] = result
     return out
 
 
 def linear_probe(checkpoint: str | Path, data: str | None = None, out: str | Path | None = None,
                  device: str = "auto", baseline: bool = True, **overrides) -> dict:
-    """Probe a pretrained run; the Python twin of ``vissl-lite linear-probe``.
+    """Probe a pretrained run; the Python twin of ``vissl-lite linear-probe``."""
+    return evaluate_run("linear-probe", checkpoint, data, out, device, baseline, **overrides)
+
+
+def knn(checkpoint: str | Path, data: str | None = None, out: str | Path | None = None, device: str = "auto",
+        baseline: bool = True, **overrides) -> dict:
+    """Weighted kNN on a pretrained run's frozen features; the Python twin of ``vissl-lite knn``. Same arguments as
+    :func:`linear_probe`; overrides may set knn_k and knn_temperature. Writes ``<out>/metrics.json``
+    (default ``<run>/knn``)."""
+    return evaluate_run("knn", checkpoint, data, out, device, baseline, **overrides)
+
+
+def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, out: str | Path | None = None,
+                 device: str = "auto", baseline: bool = True, **overrides) -> dict:
+    """Load a run, evaluate it (``command``: 'linear-probe' or 'knn'), write metrics.json, print a summary.
 
     Args:
         checkpoint: run folder or checkpoint file.
@@ -79,16 +109,16 @@ def linear_probe(checkpoint: str | Path, data: str | None = None, out: str | Pat
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     allowed = {"probe_epochs", "probe_lrs", "probe_batch_size", "progress", "data_mode", "memory_limit_gb",
-               "val_fraction", "seed"}
+               "val_fraction", "seed", "knn_k", "knn_temperature"}
     bad = sorted(set(overrides) - allowed)
     if bad:
-        raise ValueError(f"linear_probe does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
+        raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
     cfg = config_from_dict(cfg.to_dict() | overrides | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
-    out_dir = Path(out) if out else run_dir / "linear_probe"
-    results = run_linear_probes(model, cfg, dev, baseline=baseline)
+    out_dir = Path(out) if out else run_dir / command.replace("-", "_")
+    results = run_evaluations(model, cfg, dev, baseline=baseline, which=(command.replace("-", "_"),))
     metrics = {
-        "command": "linear-probe", "checkpoint": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
+        "command": command, "checkpoint": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
         "config": cfg.to_dict(), "environment": runs.environment(), "eval": results,
         "timing": {"total_s": round(time.time() - t0, 2)},
     }
@@ -120,4 +150,10 @@ def summary(metrics: dict) -> str:
         lines.append(f"  gain from pretraining: {gain:+.2f} points")
     if "linear_probe" in ev:
         lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
+    for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
+        if key in ev:
+            accs = ", ".join(f"k={k}: {v:.2f}%" for k, v in ev[key]["top1"].items())
+            lines.append(f"  kNN, {label:<21} test top-1 {accs}")
+    if "knn" in ev:
+        lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
     return "\n".join(lines)

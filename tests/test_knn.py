@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+from vissl_lite import runs
+from vissl_lite.cli import main
+from vissl_lite.config import make_config
+from vissl_lite.eval.knn import knn_eval, knn_predict
+from vissl_lite.train import pretrain
+
+FAST = dict(backbone="resnet18", image_size=16, batch_size=16, log_every=2, checkpoint_every=100, progress=False,
+            warmup_epochs=0.5)
+
+
+def knn_reference(train_x, train_y, q, num_classes, k, t):
+    """A plain loop: normalise, rank all training points per query, add exp(cos/T) to the class of the top k."""
+    bank = torch.nn.functional.normalize(train_x, dim=1)
+    out = torch.zeros(len(q), num_classes)
+    for i, row in enumerate(torch.nn.functional.normalize(q, dim=1)):
+        sims = bank @ row
+        for j in torch.argsort(sims, descending=True)[:k]:
+            out[i, train_y[j]] += torch.exp(sims[j] / t)
+    return out
+
+
+def test_knn_matches_a_plain_loop():
+    g = torch.Generator().manual_seed(0)
+    x, y, q = torch.randn(60, 8, generator=g), torch.randint(0, 4, (60,), generator=g), torch.randn(9, 8, generator=g)
+    fast = knn_predict(x, y, q, 4, k=7, temperature=0.1, chunk=4)
+    assert torch.allclose(fast, knn_reference(x, y, q, 4, 7, 0.1), rtol=1e-4)
+
+
+def test_knn_separable_is_perfect_and_shuffled_is_chance():
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(5, 32, generator=g) * 4
+
+    def split(n):
+        y = torch.arange(n) % 5
+        return centers[y] + torch.randn(n, 32, generator=g), y
+
+    assert knn_eval(split(500), split(200), 5, ks=(20, 200))["top1"] == {20: 100.0, 200: 100.0}
+    x, y = split(1000)
+    shuffled = knn_eval((x, y[torch.randperm(1000, generator=g)]), split(1000), 5, ks=(20,))["top1"][20]
+    assert 12 < shuffled < 28  # chance is 20
+    with pytest.raises(ValueError, match="needs labels"):
+        knn_eval((x, torch.full((1000,), -1)), split(10), 5)
+
+
+def test_online_monitor_logs_and_does_not_change_training(npz_gray, tmp_path):
+    common = dict(data=str(npz_gray), epochs=2, probe=False, **FAST | {"batch_size": 12})
+    pretrain(make_config(out=str(tmp_path / "plain"), **common))
+    pretrain(make_config(out=str(tmp_path / "mon"), knn_every=1, knn_k=[3], **common))
+    a = runs.load_checkpoint(tmp_path / "plain")["model"]
+    b = runs.load_checkpoint(tmp_path / "mon")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    lines = [json.loads(x) for x in (tmp_path / "mon" / "metrics.jsonl").read_text().splitlines()]
+    knn_lines = [r for r in lines if "knn_top1" in r]
+    assert [r["epoch"] for r in knn_lines] == [1.0, 2.0] and all(0 <= r["knn_top1"] <= 100 for r in knn_lines)
+    m = json.loads((tmp_path / "mon" / "metrics.json").read_text())
+    assert m["train"]["final_loss"] is not None  # monitor lines do not hide the last loss
+
+
+def test_cli_knn_and_pretrain_report_knn(npz_gray, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
+                 "--epochs", "1", "--probe-epochs", "2", "--knn-k", "3,5", "--no-progress"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert set(m["eval"]["knn"]["top1"]) == {"3", "5"}  # JSON keys
+    assert "knn_random_init" in m["eval"] and "weighted kNN" in m["eval"]["knn"]["protocol"]
+    assert main(["knn", "--checkpoint", str(run), "--knn-k", "4", "--knn-temperature", "0.1", "--no-progress"]) == 0
+    k = json.loads((run / "knn" / "metrics.json").read_text())
+    assert k["command"] == "knn" and list(k["eval"]["knn"]["top1"]) == ["4"]
+    assert k["eval"]["knn"]["temperature"] == 0.1 and "linear_probe" not in k["eval"]
+    assert "kNN, SSL backbone" in capsys.readouterr().out
