@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 
 import timm
-import torch
 from timm.models.resnet import ResNet
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -84,7 +83,3 @@ def in_chans_of(model: nn.Module) -> int:
     """Input channels: the first 4-D weight is the stem conv or the patch embedding."""
     return next(p.shape[1] for p in model.parameters() if p.ndim == 4)
 
-
-@torch.no_grad()
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,8 +60,9 @@ class RunConfig:
                    "npz:, cifar:, idx:, folder:.")
     image_size: int = _f(32, "Images are loaded (resize short side + centre crop) and augmented at this size.")
     in_chans: int = _f(0, "Input channels (0: the data's own; 1 keeps grayscale one-channel end to end).")
-    data_mode: str = _f("auto", "'memory': decode once and keep the set on the device; 'stream': DataLoader of "
-                        "uint8 batches; 'auto': memory when the decoded set fits in memory-limit-gb.")
+    data_mode: str = _f("auto", "Image folders: 'memory' decodes once and keeps the set on the device; 'stream' "
+                        "decodes in a DataLoader of uint8 batches; 'auto': memory when the decoded set fits in "
+                        "memory-limit-gb. Array formats (npz, CIFAR, idx) are always in memory.")
     memory_limit_gb: float = _f(4.0, "Largest decoded dataset (GB) that 'auto' keeps on the device.")
     num_workers: int = _f(2, "DataLoader workers for the streaming path.")
     val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
@@ -266,6 +268,20 @@ def validate(cfg: RunConfig) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown method_args for '{cfg.method}': {', '.join(unknown)}. "
                           f"Valid: {', '.join(valid_args)}")
+    from vissl_lite.augment import AUGMENTS
+
+    valid_aug = [p for p in inspect.signature(AUGMENTS[cfg.augment]).parameters if p not in ("size", "channels")]
+    unknown = sorted(set(cfg.augment_args) - set(valid_aug))
+    if unknown:
+        raise ConfigError(f"unknown augment_args for '{cfg.augment}': {', '.join(unknown)}. "
+                          f"Valid: {', '.join(valid_aug)}")
+    if is_vit_name(cfg.backbone):
+        small = cfg.image_size <= 64 if cfg.small_input is None else cfg.small_input
+        named = re.search(r"patch(\d+)", cfg.backbone)
+        patch = cfg.patch_size or (4 if small else int(named.group(1)) if named else 0)
+        if patch and cfg.image_size % patch:
+            raise ConfigError(f"image_size {cfg.image_size} is not a multiple of the ViT patch size {patch}; pick "
+                              f"an image size divisible by {patch} or set --patch-size")
     positive = ["image_size", "batch_size", "log_every", "checkpoint_every", "probe_epochs", "probe_batch_size"]
     for key in positive:
         if getattr(cfg, key) <= 0:

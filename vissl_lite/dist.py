@@ -28,11 +28,17 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def setup(device: torch.device) -> None:
-    """Join the process group torchrun prepared (NCCL on CUDA, gloo otherwise); no-op for a single process."""
-    if not launched_by_torchrun() or is_distributed():
-        return
-    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+def setup(device: torch.device) -> torch.device:
+    """Join the process group torchrun prepared (NCCL on CUDA, gloo otherwise) and return this rank's device:
+    ``cuda:LOCAL_RANK`` on GPUs. A single process gets ``device`` back untouched."""
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not is_distributed():
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def cleanup() -> None:

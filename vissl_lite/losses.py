@@ -20,6 +20,11 @@ def ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather:
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    with torch.autocast(z1.device.type, enabled=False):  # similarities / temperature need fp32, even under bf16
+        return _ntxent(z1.float(), z2.float(), temperature, gather)
+
+
+def _ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool) -> torch.Tensor:
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D), anchors of this rank
     if gather and dist.is_distributed():

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from vissl_lite import dist, runs
 from vissl_lite.augment import build_augment
 from vissl_lite.config import ConfigError, RunConfig, config_from_dict, make_config, save_config
-from vissl_lite.data import data_name, load_split, make_loader
+from vissl_lite.data import DataError, data_name, load_split, make_loader
 
 # Keys that define what a checkpoint is; a resumed run must agree with them.
 IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
@@ -81,8 +81,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     elif overrides:
         cfg = config_from_dict(cfg.to_dict() | overrides)
     t_start = time.time()
-    device = runs.resolve_device(cfg.device)
-    dist.setup(device)
+    device = dist.setup(runs.resolve_device(cfg.device))  # under torchrun on GPUs: this rank's cuda:LOCAL_RANK
     out = _prepare_out(cfg)
     cfg.out = str(out)
     main = dist.is_main()
@@ -108,14 +107,17 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step = 0
     if cfg.resume:
-        ckpt = runs.load_checkpoint(out, device)
+        ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
         _check_resume(cfg, ckpt["config"])
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         runs.set_rng_state(ckpt["rng"])
         _truncate_log(out / "metrics.jsonl", step)
-    train_model = nn.parallel.DistributedDataParallel(model) if dist.is_distributed() else model
+    train_model = model
+    if dist.is_distributed():
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,18 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
               f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
               f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
     log_path = out / "metrics.jsonl"
-    monitor = _KnnMonitor(cfg, train_set, channels, device) if cfg.knn_every and train_set.labeled and main else None
+    if main and not cfg.resume and log_path.exists():
+        log_path.unlink()  # left by an earlier attempt that died before its first checkpoint
+    eval_splits, skip_reason = None, None
+    if (cfg.probe or cfg.knn_every) and main:  # find out before training whether the evaluations can run
+        from vissl_lite.eval.probe import load_eval_splits
+
+        try:
+            eval_splits = load_eval_splits(cfg, channels)
+        except (ValueError, DataError) as e:
+            skip_reason = f"evaluation skipped: {e}"
+            print(f"  note: {skip_reason}")
+    monitor = _KnnMonitor(cfg, eval_splits, device) if cfg.knn_every and eval_splits and main else None
 
     # ---- the loop
     model.train()
@@ -147,7 +160,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             scaler.scale(loss).backward()
             if cfg.clip_grad > 0:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
+                    bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -190,16 +205,15 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             images = sample_images(cfg, channels, 8)
             metrics["reconstructions"] = str(save_reconstruction_grid(model, images, cfg, out / "reconstructions.png"))
     # ---- evaluation
-    if cfg.probe and main:
-        if train_set.labeled:
-            from vissl_lite.eval.probe import run_evaluations
+    if cfg.probe and eval_splits is not None:
+        from vissl_lite.eval.probe import run_evaluations
 
-            t_probe = time.time()
-            metrics["eval"] = run_evaluations(model, cfg, device, baseline=True)
-            metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
-        else:
-            metrics["eval"] = {"skipped": f"{cfg.data} is unlabeled; run 'vissl-lite linear-probe --checkpoint "
-                                          f"{out} --data LABELED_DATA'"}
+        t_probe = time.time()
+        metrics["eval"] = run_evaluations(model, cfg, device, baseline=True, splits=eval_splits)
+        metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
+    elif cfg.probe and skip_reason:
+        metrics["eval"] = {"skipped": f"{skip_reason}. Evaluate later with 'vissl-lite linear-probe --checkpoint "
+                                      f"{out} --data LABELED_DATA'"}
     metrics.setdefault("timing", {}).update(pretrain_s=round(train_s, 1), total_s=round(time.time() - t_start, 1))
     if main:
         from vissl_lite.eval.probe import summary, write_metrics
@@ -220,11 +234,9 @@ class _KnnMonitor:
     """kNN top-1 on the val split with the train split as the bank, through the eval view. It draws no random
     numbers, so monitoring does not change the training run (or its exact resume)."""
 
-    def __init__(self, cfg: RunConfig, train_set, channels: int, device: torch.device):
+    def __init__(self, cfg: RunConfig, eval_splits: dict, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.splits = {"train": train_set, "val": load_split(cfg.data, "val", cfg.image_size, channels,
-                                                              cfg.val_fraction, cfg.data_mode, cfg.memory_limit_gb,
-                                                              progress=False)}
+        self.splits = {"train": eval_splits["train"], "val": eval_splits["val"]}
 
     def __call__(self, model: nn.Module) -> float:
         from vissl_lite.eval.knn import knn_eval
@@ -245,7 +257,8 @@ def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path) 
         where = f"the last good checkpoint is {out / runs.CHECKPOINT} (step {last_good})" if last_good else \
             "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite between steps {last_good} and {step}; stopped, {where}. "
+            f"the loss (or its gradient) became NaN or infinite between steps {last_good} and {step}; stopped, "
+            f"{where}. "
             "Try a lower --lr, --clip-grad 1.0, a longer --warmup-epochs, or --amp off.")
 
 

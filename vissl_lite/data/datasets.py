@@ -61,6 +61,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "shapes", ""
     head, sep, rest = spec.partition(":")
     if sep and head in FORMATS and len(head) > 1:  # len>1 keeps Windows drive letters out
+        rest = str(Path(rest).expanduser())
+        if not Path(rest).exists():
+            raise DataError(f"--data {spec}: no such file or folder {rest}")
         return head, rest
     path = Path(spec).expanduser()
     if not path.exists():
@@ -94,7 +97,10 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        carved.append(idx[: int(round(fraction * len(idx)))])
+        n_cut = int(round(fraction * len(idx)))
+        if n_cut == 0 and len(idx) >= 2:  # tiny classes still get one image in the carved split
+            n_cut = 1
+        carved.append(idx[:n_cut])
     carved_idx = np.sort(np.concatenate(carved))
     keep = np.setdiff1d(np.arange(len(labels)), carved_idx)
     return keep, carved_idx
@@ -147,6 +153,12 @@ def _read_arrays(fmt: str, loc: str) -> dict:
 
 def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
     splits = _read_arrays(fmt, loc)
+    unlabeled = splits["train"][1] is None
+    if unlabeled and "val" not in splits:  # nothing to validate against: keep every image for training
+        if split == "val":
+            raise DataError(f"{loc} has no labels, so no validation split is carved from it")
+        if split == "train":
+            return splits["train"]
     if split in ("train", "val") and "val" not in splits:
         images, labels = splits["train"]
         keep, carved = stratified_split(_normalise_labels(labels, len(images)), val_fraction)
@@ -200,10 +212,14 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
                   data_mode: str, memory_limit_gb: float, progress: bool) -> ImageSet:
     tree = readers.read_folder(root)
     files, labels, class_names = tree["train"]
-    # Carve the splits the folder lacks from train: test first, then val from what is left.
+    unlabeled = bool((labels < 0).all())
+    if unlabeled and split not in tree:
+        raise DataError(f"{root} has no labels (no class subfolders), so it has no '{split}' split; evaluate on "
+                        "labeled data with --data")
+    # Carve the splits a labeled folder lacks from train: test first, then val from what is left.
     pool, carved = np.arange(len(files)), {}
     for name_, seed in (("test", SPLIT_SEED), ("val", SPLIT_SEED + 1)):
-        if name_ not in tree:
+        if name_ not in tree and not unlabeled:
             keep, cut = stratified_split(labels[pool], val_fraction, seed)
             carved[name_], pool = pool[cut], pool[keep]
     carved["train"] = pool
@@ -211,7 +227,7 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         files, labels = [files[i] for i in carved[split]], labels[carved[split]]
     else:
         files, labels = tree[split][0], tree[split][1]
-    channels = channels or readers.image_channels(tree["train"][0][0])  # one channel count for every split
+    channels = channels or _folder_channels(tree["train"][0])  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, labels=torch.from_numpy(labels), channels=channels,
                   image_size=image_size, num_classes=num_classes, class_names=list(class_names))
@@ -221,3 +237,9 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
     bar = tqdm(files, desc=f"decode {name}/{split}", disable=not progress or len(files) < 500, leave=False)
     images = torch.stack([readers.decode_image(f, image_size, channels) for f in bar])
     return ImageSet(images=images, **common)
+
+
+def _folder_channels(files: list[Path], samples: int = 16) -> int:
+    """3 if any of up to ``samples`` files spread over the folder is in colour, else 1 (pass --in-chans to force)."""
+    step = max(1, len(files) // samples)
+    return max(readers.image_channels(f) for f in files[::step][:samples])

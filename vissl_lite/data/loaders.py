@@ -97,7 +97,10 @@ class StreamLoader:
         self.sampler = _EpochSampler(len(data.files), seed, shuffle, rank, world_size)
         self.loader = DataLoader(_FileDataset(data), batch_size=batch_size, sampler=self.sampler,
                                  num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=drop_last,
-                                 persistent_workers=num_workers > 0)
+                                 persistent_workers=num_workers > 0,
+                                 # its own generator: making an iterator must not draw from the global RNG, or
+                                 # a resumed run's augmentation stream would drift from the uninterrupted one
+                                 generator=torch.Generator().manual_seed(seed))
         if drop_last and len(self.loader) == 0:
             raise ValueError(f"{data.name}/{data.split} has fewer images than one batch of {batch_size}; "
                              "lower --batch-size")

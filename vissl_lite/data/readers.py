@@ -130,6 +130,8 @@ def read_idx(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
             continue
         labels = _idx_file(path, f"{prefix}-labels-idx1-ubyte")
         out[split] = (read_idx_array(images), read_idx_array(labels).astype(np.int64) if labels else None)
+    if "train" not in out:
+        raise DataError(f"{path} has no train-images-idx3-ubyte[.gz]; an MNIST-format folder needs the train files")
     return out
 
 
@@ -190,7 +192,8 @@ def image_channels(file: Path) -> int:
 
 def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
     """Decode one file to uint8 ``(channels, size, size)``: EXIF rotation applied, short side resized to ``size``
-    (antialiased), centre crop. 16-bit files are scaled to 8 bits by the format's full range."""
+    (antialiased), centre crop. 16-bit files are scaled to 8 bits by 65535 when any value exceeds 255 (else by
+    255): a dark 16-bit image whose values stay below 256 is read as 8-bit."""
     try:
         with Image.open(file) as im:
             im = ImageOps.exif_transpose(im)

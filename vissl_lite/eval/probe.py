@@ -21,13 +21,25 @@ from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
 
 
 def load_eval_splits(cfg: RunConfig, channels: int) -> dict[str, ImageSet]:
-    splits = {}
-    for split in ("train", "val", "test"):
+    """Labeled, single-label train/val/test splits of ``cfg.data``, or a ValueError that says why not."""
+    train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
+                       cfg.memory_limit_gb, cfg.progress)
+    if not train.labeled:
+        raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
+                         "with --data")
+    if train.multilabel:
+        raise ValueError(f"--data {cfg.data} is multi-label ({train.num_classes} labels per image); the linear "
+                         "probe and kNN here are single-label, multi-label evaluation (BCE, AUROC) is not "
+                         "available yet")
+    splits = {"train": train}
+    for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
                                    cfg.memory_limit_gb, cfg.progress)
-    if not splits["train"].labeled:
-        raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to probe. Pretrain on it, then run "
-                         "'vissl-lite linear-probe --checkpoint RUN --data LABELED_DATA'")
+    for name, data in splits.items():
+        if len(data) == 0 or (data.labels < 0).any():
+            raise ValueError(f"the {name} split of {cfg.data} is {'empty' if len(data) == 0 else 'unlabeled'}; "
+                             "evaluation needs labeled train, val and test splits (a folder needs at least 2 "
+                             "images per class to carve them)")
     return splits
 
 

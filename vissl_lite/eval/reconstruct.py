@@ -12,6 +12,7 @@ from vissl_lite.augment import EvalView, default_stats
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import RunConfig
 from vissl_lite.data import DataError, load_split
+from vissl_lite.data.readers import decode_image
 
 
 @torch.no_grad()
@@ -69,13 +70,13 @@ def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunCon
 def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test") -> torch.Tensor:
     """The first ``n`` images of ``split`` (falling back to train for data without that split)."""
     spec = data or cfg.data
-    try:
-        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "memory", cfg.memory_limit_gb,
-                             progress=False)
+    try:  # 'stream' mode: a folder is listed, not decoded; only the n files drawn are decoded below
+        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", progress=False)
     except DataError:
-        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "memory",
-                             cfg.memory_limit_gb, progress=False)
-    return dataset.images[:n]
+        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", progress=False)
+    if dataset.images is not None:
+        return dataset.images[:n]
+    return torch.stack([decode_image(f, cfg.image_size, channels) for f in dataset.files[:n]])
 
 
 def reconstruct(checkpoint: str | Path, out: str | Path = "reconstructions.png", data: str | None = None,
