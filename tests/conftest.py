@@ -86,3 +86,33 @@ def idx_dir(tmp_path: Path) -> Path:
     write_idx(root / "t10k-images-idx3-ubyte.gz", x[:20])
     write_idx(root / "t10k-labels-idx1-ubyte.gz", y[:20])
     return root
+
+
+def clustered_features(classes: int, dim: int, spread: float, seed: int = 0):
+    """A sampler of (features, labels): Gaussian clusters around random centres ``spread`` apart (separable)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=g) * spread
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % classes
+        return centers[y] + torch.randn(n, dim, generator=g), y
+
+    return split
+
+
+def crash_pretrain(monkeypatch, step: int, run) -> None:
+    """Run ``run()`` with the training loop raising KeyboardInterrupt when it reaches ``step`` (a simulated kill:
+    nothing is written after the last checkpoint), then restore the loop."""
+    import vissl_lite.train as train
+
+    real = train.lr_at
+
+    def crash(s, *args):
+        if s == step:
+            raise KeyboardInterrupt("simulated crash")
+        return real(s, *args)
+
+    monkeypatch.setattr(train, "lr_at", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(train, "lr_at", real)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-import vissl_lite.train as train
 from vissl_lite import runs
 from vissl_lite.config import make_config
 from vissl_lite.data import DataError, load_split
 from vissl_lite.train import NonFiniteLossError, pretrain
+
+from .conftest import crash_pretrain
 
 FAST = dict(backbone="resnet18", image_size=16, batch_size=8, log_every=2, checkpoint_every=2, progress=False,
             warmup_epochs=0.5, probe=False)
@@ -20,17 +21,7 @@ FAST = dict(backbone="resnet18", image_size=16, batch_size=8, log_every=2, check
 def test_stream_mode_resume_is_exact(png_tree, tmp_path, monkeypatch):
     common = dict(data=str(png_tree), data_mode="stream", num_workers=0, epochs=2, **FAST)  # 24 images: 3 steps
     pretrain(make_config(out=str(tmp_path / "straight"), **common))
-    real = train.lr_at
-
-    def crash(step, *args):
-        if step == 4:
-            raise KeyboardInterrupt("simulated crash")
-        return real(step, *args)
-
-    monkeypatch.setattr(train, "lr_at", crash)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(make_config(out=str(tmp_path / "split"), **common))
-    monkeypatch.setattr(train, "lr_at", real)
+    crash_pretrain(monkeypatch, 4, lambda: pretrain(make_config(out=str(tmp_path / "split"), **common)))
     pretrain(make_config(out=str(tmp_path / "split"), resume=True, **common))
     a, b = runs.load_checkpoint(tmp_path / "straight")["model"], runs.load_checkpoint(tmp_path / "split")["model"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())

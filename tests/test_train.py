@@ -9,6 +9,8 @@ from vissl_lite.config import ConfigError, make_config
 from vissl_lite.eval.linear_probe import fit_linear_probe
 from vissl_lite.train import NonFiniteLossError, lr_at, pretrain
 
+from .conftest import clustered_features, crash_pretrain
+
 FAST = dict(backbone="resnet18", image_size=16, batch_size=16, epochs=1, log_every=2, checkpoint_every=3,
             progress=False, probe=False, warmup_epochs=0.5)
 
@@ -42,22 +44,10 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch):
-    import vissl_lite.train as train
-
     common = dict(data=str(npz_rgb_noval), **FAST | {"epochs": 2})  # 72 train images / 16 = 4 steps per epoch
     pretrain(make_config(out=str(tmp_path / "straight"), **common))
-
-    real_lr_at = train.lr_at
-
-    def crash_at_step_5(step, *args):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return real_lr_at(step, *args)
-
-    monkeypatch.setattr(train, "lr_at", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):  # dies mid-epoch 2; the last checkpoint is step 3
-        pretrain(make_config(out=str(tmp_path / "split"), **common))
-    monkeypatch.setattr(train, "lr_at", real_lr_at)
+    # dies mid-epoch 2; the last checkpoint is step 3
+    crash_pretrain(monkeypatch, 5, lambda: pretrain(make_config(out=str(tmp_path / "split"), **common)))
     assert runs.load_checkpoint(tmp_path / "split")["step"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(make_config(out=str(tmp_path / "split"), **common))
@@ -111,13 +101,8 @@ def test_unsafe_checkpoint_is_refused(tmp_path):
 
 
 def test_linear_probe_separable_features_and_selection_on_val():
-    g = torch.Generator().manual_seed(0)
-    centers = torch.randn(4, 16, generator=g) * 5
-
-    def split(n):
-        y = torch.arange(n) % 4
-        return centers[y] + torch.randn(n, 16, generator=g), y
-
+    split = clustered_features(4, 16, spread=5.0)
+    g = torch.Generator().manual_seed(1)
     res = fit_linear_probe(split(200), split(80), split(80), 4, [0.001, 0.1], epochs=20, batch_size=32)
     assert res["top1"] == 100.0 and res["split"] == "test"
     assert res["lr"] == max(res["sweep"], key=lambda r: r["val_top1"])["lr"]
