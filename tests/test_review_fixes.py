@@ -27,14 +27,18 @@ def test_stream_mode_resume_is_exact(png_tree, tmp_path, monkeypatch):
     assert all(torch.equal(v, b[k]) for k, v in a.items())
 
 
-def test_multilabel_data_trains_and_skips_evaluation_with_a_reason(tmp_path):
+def test_multilabel_data_gets_a_bce_probe_with_auroc_and_no_knn(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (40, 16, 16), dtype=np.uint8)
-    y = np.random.default_rng(1).integers(0, 2, (40, 3))
-    np.savez(tmp_path / "ml.npz", train_images=x, train_labels=y, val_images=x[:8], val_labels=y[:8],
-             test_images=x[:8], test_labels=y[:8])
+    y = np.random.default_rng(1).integers(0, 2, (40, 3))  # ChestMNIST-style (N, K) 0/1 labels
+    x[y[:, 0] == 1, :8] = 255  # label 0 is visible in the image, so a probe can find it
+    np.savez(tmp_path / "ml.npz", train_images=x, train_labels=y, val_images=x[:16], val_labels=y[:16],
+             test_images=x[-16:], test_labels=y[-16:])
     m = pretrain(make_config(data=str(tmp_path / "ml.npz"), out=str(tmp_path / "r"), max_steps=2,
-                             **FAST | {"probe": True}))
-    assert "multi-label" in m["eval"]["skipped"]
+                             **FAST | {"probe": True, "probe_epochs": 30}))
+    lp = m["eval"]["linear_probe"]
+    assert "BCE per label" in lp["protocol"] and len(lp["metrics"]["auroc_per_label"]) == 3
+    assert lp["metrics"]["auroc_per_label"][0] > 90 and 0 <= lp["map"] <= 100
+    assert "multi-label" in m["eval"]["knn"]["skipped"]
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["train"]["steps"] == 2
 
 

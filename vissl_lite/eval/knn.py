@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vissl_lite.eval.metrics import classification_report
+
 
 @torch.no_grad()
 def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int, k: int = 20,
@@ -40,11 +42,15 @@ def knn_eval(train: tuple, test: tuple, num_classes: int, ks: list | tuple = (20
     """Top-1 (percent) of weighted kNN for each k: ``{"top1": {k: acc}, "best_k", ...}``."""
     if (train[1] < 0).any():
         raise ValueError("kNN needs labels, but the train split has unlabeled images (label -1)")
-    top1 = {}
+    if (test[1] < 0).any():
+        raise ValueError("kNN needs labels, but the test split has unlabeled images (label -1)")
+    top1, metrics = {}, {}
     for k in ks:
-        pred = knn_predict(train[0], train[1], test[0], num_classes, int(k), temperature).argmax(1)
-        top1[int(k)] = (pred == test[1]).float().mean().item() * 100
-    return {"top1": top1, "temperature": temperature, "n_train": len(train[1]), "n_test": len(test[1])}
+        votes = knn_predict(train[0], train[1], test[0], num_classes, int(k), temperature)
+        report = classification_report(votes / votes.sum(1, keepdim=True).clamp_min(1e-12), test[1], num_classes)
+        top1[int(k)], metrics[int(k)] = report["top1"], report
+    return {"top1": top1, "temperature": temperature, "metrics": metrics, "n_train": len(train[1]),
+            "n_test": len(test[1])}
 
 
 def knn_protocol(pooling: str, dim: int, ks, temperature: float, view: str) -> str:

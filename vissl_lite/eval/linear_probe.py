@@ -13,11 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vissl_lite.eval.metrics import classification_report, multilabel_report
 
-def protocol_text(pooling: str, dim: int, lrs: list, epochs: int, batch_size: int, view: str) -> str:
+
+def protocol_text(pooling: str, dim: int, lrs: list, epochs: int, batch_size: int, view: str,
+                  multilabel: bool = False) -> str:
+    loss, pick = ("BCE per label", "val mean AUROC") if multilabel else ("cross-entropy", "val top-1")
     return (f"frozen backbone features: {pooling} (D={dim}), {view}; extracted once and cached; "
-            f"head BatchNorm1d(affine=False)+Linear; SGD momentum 0.9, no weight decay, cosine schedule, "
-            f"{epochs} epochs, batch {batch_size}; lr sweep {list(lrs)} chosen on val top-1; reported on test")
+            f"head BatchNorm1d(affine=False)+Linear, {loss}; SGD momentum 0.9, no weight decay, cosine schedule, "
+            f"{epochs} epochs, batch {batch_size}; lr sweep {list(lrs)} chosen on {pick}; reported on test")
 
 
 def _top1(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -26,7 +30,8 @@ def _top1(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 def train_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, epochs: int, batch_size: int,
                seed: int = 0) -> nn.Module:
-    """Fit BN+Linear on features ``x`` (N, D) with integer labels ``y`` (N,)."""
+    """Fit BN+Linear on features ``x`` (N, D): cross-entropy for integer labels (N,), BCE for 0/1 labels (N, K)."""
+    criterion = F.binary_cross_entropy_with_logits if y.ndim == 2 else F.cross_entropy
     g = torch.Generator().manual_seed(seed)
     head = nn.Sequential(nn.BatchNorm1d(x.shape[1], affine=False), nn.Linear(x.shape[1], num_classes)).to(x.device)
     with torch.random.fork_rng(devices=[]):
@@ -44,7 +49,7 @@ def train_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, ep
             idx = perm[i * batch_size:(i + 1) * batch_size]
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(head(x[idx]), y[idx])
+            loss = criterion(head(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -53,32 +58,42 @@ def train_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, ep
 
 
 @torch.no_grad()
-def _eval(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return _top1(head(x), y)
+def _score(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The selection metric: top-1 (single-label) or mean AUROC (multi-label), in percent."""
+    logits = head(x)
+    if y.ndim == 2:
+        return multilabel_report(logits, y)["auroc_mean"] or 0.0
+    return _top1(logits, y)
 
 
 def fit_linear_probe(train: tuple, val: tuple, test: tuple, num_classes: int, lrs: list, epochs: int = 100,
                      batch_size: int = 256, seed: int = 0) -> dict:
-    """Sweep ``lrs`` on (features, labels) tuples; pick on val; report test top-1 of the picked head (percent)."""
+    """Sweep ``lrs`` on (features, labels) tuples; pick on val; report the picked head on test.
+
+    Single-label: ``top1`` plus every metric of :func:`classification_report` under ``metrics``. Multi-label
+    (labels (N, K)): ``auroc_mean`` and ``map`` plus :func:`multilabel_report` under ``metrics``."""
+    multilabel = train[1].ndim == 2
     for name, (x, y) in (("train", train), ("val", val), ("test", test)):
-        if y.ndim != 1:
-            raise ValueError("the linear probe here takes single-label data; this dataset is multi-label "
-                             f"({name} labels have shape {tuple(y.shape)})")
         if len(x) == 0:
             raise ValueError(f"the {name} split is empty; the probe needs labeled train, val and test splits")
-    if (train[1] < 0).any():
-        raise ValueError("the linear probe needs labels, but the train split has unlabeled images (label -1)")
+        if (y < 0).any():
+            raise ValueError(f"the {name} split has unlabeled images (label -1); the probe needs labels")
+    key = "val_auroc_mean" if multilabel else "val_top1"
     sweep = []
     for lr in lrs:
         head = train_head(train[0], train[1], num_classes, float(lr), epochs, batch_size, seed)
-        sweep.append({"lr": float(lr), "train_top1": _eval(head, *train), "val_top1": _eval(head, *val), "head": head})
-    best = max(sweep, key=lambda r: r["val_top1"])
+        sweep.append({"lr": float(lr), key: _score(head, *val), "head": head})
+    best = max(sweep, key=lambda r: r[key])
+    with torch.no_grad():
+        logits = best["head"](test[0])
+    if multilabel:
+        report = multilabel_report(logits, test[1])
+        headline = {"auroc_mean": report["auroc_mean"], "map": report["map"]}
+    else:
+        report = classification_report(logits.softmax(1), test[1], num_classes)
+        headline = {"top1": report["top1"], "train_top1": _score(best["head"], *train)}
     return {
-        "top1": _eval(best["head"], *test),
-        "split": "test",
-        "val_top1": best["val_top1"],
-        "train_top1": best["train_top1"],
-        "lr": best["lr"],
+        **headline, "split": "test", key: best[key], "lr": best["lr"], "metrics": report,
         "sweep": [{k: v for k, v in r.items() if k != "head"} for r in sweep],
         "n_train": len(train[1]), "n_val": len(val[1]), "n_test": len(test[1]),
     }

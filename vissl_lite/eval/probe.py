@@ -27,10 +27,6 @@ def load_eval_splits(cfg: RunConfig, channels: int) -> dict[str, ImageSet]:
     if not train.labeled:
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
                          "with --data")
-    if train.multilabel:
-        raise ValueError(f"--data {cfg.data} is multi-label ({train.num_classes} labels per image); the linear "
-                         "probe and kNN here are single-label, multi-label evaluation (BCE, AUROC) is not "
-                         "available yet")
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
@@ -56,12 +52,15 @@ def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cf
     """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features."""
     view = f"eval view: {cfg.image_size}px centre, normalised"
     out = {}
+    multilabel = cached["train"][1].ndim == 2
     if "linear_probe" in which:
         out["linear_probe"] = fit_linear_probe(cached["train"], cached["val"], cached["test"], num_classes,
                                                cfg.probe_lrs, cfg.probe_epochs, cfg.probe_batch_size, cfg.seed)
         out["linear_probe"]["protocol"] = protocol_text(pooling, dim, cfg.probe_lrs, cfg.probe_epochs,
-                                                        cfg.probe_batch_size, view)
-    if "knn" in which:
+                                                        cfg.probe_batch_size, view, multilabel)
+    if "knn" in which and multilabel:
+        out["knn"] = {"skipped": "kNN voting is single-label; this data is multi-label (see linear_probe)"}
+    elif "knn" in which:
         out["knn"] = knn_eval(cached["train"], cached["test"], num_classes, cfg.knn_k, cfg.knn_temperature)
         out["knn"] |= {"split": "test", "protocol": knn_protocol(pooling, dim, cfg.knn_k, cfg.knn_temperature, view)}
     return out
@@ -154,18 +153,25 @@ def summary(metrics: dict) -> str:
     lines = []
     for key, label in (("linear_probe", "SSL backbone"), ("linear_probe_random_init", "random-init backbone")):
         if key in ev:
-            r = ev[key]
-            lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f}%  (val {r['val_top1']:.2f}%, "
-                         f"lr {r['lr']:g})")
+            r, m = ev[key], ev[key]["metrics"]
+            if "top1" in r:
+                auroc = "n/a" if m["auroc_macro"] is None else f"{m['auroc_macro']:.2f}"
+                lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f}%  balanced acc "
+                             f"{m['balanced_accuracy']:.2f}%  macro AUROC {auroc}  (val top-1 {r['val_top1']:.2f}%, "
+                             f"lr {r['lr']:g})")
+            else:
+                lines.append(f"  linear probe, {label:<21} test mean AUROC {r['auroc_mean']:6.2f}  mAP "
+                             f"{r['map']:.2f}  (val mean AUROC {r['val_auroc_mean']:.2f}, lr {r['lr']:g})")
     if "linear_probe" in ev and "linear_probe_random_init" in ev:
-        gain = ev["linear_probe"]["top1"] - ev["linear_probe_random_init"]["top1"]
-        lines.append(f"  gain from pretraining: {gain:+.2f} points")
+        metric = "top1" if "top1" in ev["linear_probe"] else "auroc_mean"
+        gain = ev["linear_probe"][metric] - ev["linear_probe_random_init"][metric]
+        lines.append(f"  gain from pretraining: {gain:+.2f} points ({'top-1' if metric == 'top1' else 'mean AUROC'})")
     if "linear_probe" in ev:
         lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
     for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
-        if key in ev:
+        if key in ev and "top1" in ev[key]:
             accs = ", ".join(f"k={k}: {v:.2f}%" for k, v in ev[key]["top1"].items())
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
-    if "knn" in ev:
+    if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
     return "\n".join(lines)
