@@ -192,7 +192,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
     x = _to_chw(images)
-    x = readers.resize_center_crop(x, image_size) if x.shape[-1] != image_size or x.shape[-2] != image_size else x
+    x = readers.resize_center_crop(x, image_size)  # a no-op at the right size
     x = convert_channels(x, channels or x.shape[1])
     num_classes = len(class_names) if fmt == "shapes" else _num_classes(fmt, loc)
     return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
