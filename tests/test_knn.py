@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,34 @@ def test_cli_knn_and_pretrain_report_knn(npz_gray, tmp_path, capsys):
     assert k["command"] == "knn" and list(k["eval"]["knn"]["top1"]) == ["4"]
     assert k["eval"]["knn"]["temperature"] == 0.1 and "linear_probe" not in k["eval"]
     assert "kNN, SSL backbone" in capsys.readouterr().out
+
+
+def test_label_subsets_are_stratified_sized_and_seeded():
+    from vissl_lite.data import label_subset
+
+    labels = np.repeat(np.arange(4), [100, 50, 20, 3])
+    idx = label_subset(labels, fraction=0.1, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [10, 5, 2, 1]  # every class keeps at least one
+    assert np.array_equal(idx, label_subset(labels, fraction=0.1, seed=0))
+    assert not np.array_equal(idx, label_subset(labels, fraction=0.1, seed=1))
+    assert np.bincount(labels[label_subset(labels, per_class=5, seed=0)]).tolist() == [5, 5, 5, 3]
+    multi = (np.random.default_rng(0).random((40, 3)) < 0.5).astype(np.float32)
+    assert len(label_subset(multi, fraction=0.25)) == 10
+    with pytest.raises(ValueError, match="labels_per_class needs single-label"):
+        label_subset(multi, per_class=2)
+
+
+def test_low_label_evaluation_reports_mean_and_std_over_seeds(npz_gray, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
+                 "--max-steps", "1", "--no-probe", "--no-progress"]) == 0
+    assert main(["knn", "--checkpoint", str(run), "--labels-per-class", "2", "--seeds", "3", "--knn-k", "3",
+                 "--no-baseline", "--no-progress"]) == 0
+    k = json.loads((run / "knn" / "metrics.json").read_text())["eval"]["knn"]
+    assert k["n_train"] == [6, 6, 6] and len(k["per_seed"]) == 3 and k["label_regime"]["seeds"] == 3
+    assert k["top1"]["3"] == pytest.approx(np.mean([s["3"] for s in k["per_seed"]]))
+    assert main(["linear-probe", "--checkpoint", str(run), "--label-fraction", "0.5", "--seeds", "2",
+                 "--probe-epochs", "3", "--no-progress"]) == 0
+    lp = json.loads((run / "linear_probe" / "metrics.json").read_text())["eval"]
+    assert lp["linear_probe"]["n_train"] == [18, 18] and "top1_std" in lp["linear_probe_random_init"]
+    assert "+-" in capsys.readouterr().out

@@ -73,12 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Extract frozen features once, train BatchNorm1d(affine=False)+Linear with a "
                         "learning-rate sweep picked on the validation split, report test top-1. Writes "
                         "<out>/metrics.json with eval.linear_probe and eval.linear_probe_random_init.")
-    _add_eval_flags(lp, ("probe_epochs", "probe_lrs", "probe_batch_size", "seed"), "linear_probe")
+    _add_eval_flags(lp, ("probe_epochs", "probe_lrs", "probe_batch_size", "seed", "label_fraction",
+                         "labels_per_class", "seeds"), "linear_probe")
     kn = sub.add_parser("knn", help="weighted kNN on a pretrained run's frozen features (and a random-init baseline)",
                         description="L2-normalised frozen features; the k nearest train features vote with weight "
                         "exp(cos/T); test top-1 for each k. Writes <out>/metrics.json with eval.knn and "
                         "eval.knn_random_init.")
-    _add_eval_flags(kn, ("knn_k", "knn_temperature"), "knn")
+    _add_eval_flags(kn, ("knn_k", "knn_temperature", "seed", "label_fraction", "labels_per_class", "seeds"), "knn")
 
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "

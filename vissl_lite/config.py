@@ -98,6 +98,10 @@ class RunConfig:
     probe_epochs: int = _f(100, "Linear-probe epochs on cached features.")
     probe_lrs: list = _f([0.01, 0.03, 0.1, 0.3, 1.0], "Linear-probe learning-rate sweep (SGD), picked on validation.")
     probe_batch_size: int = _f(256, "Linear-probe batch size.")
+    label_fraction: float = _f(1.0, "Low-label evaluation: the probe and kNN see this stratified, seeded share of "
+                               "the labeled train split (e.g. 0.01, 0.1); val and test stay whole.")
+    labels_per_class: int = _f(0, "Low-label evaluation: K labeled train images per class instead of a fraction.")
+    seeds: int = _f(1, "Repeat each evaluation with this many seeds (label subset and head); report mean +- std.")
     knn_k: list = _f([20, 200], "Neighbours for the weighted kNN evaluation (each k is reported).")
     knn_temperature: float = _f(0.07, "Temperature T of the kNN vote weights exp(cos / T).")
     knn_every: int = _f(0, "Online kNN monitor: every N epochs, kNN top-1 on the val split (train split as the "
@@ -301,6 +305,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'mean' and 'std' need the same length, got {cfg.mean} and {cfg.std}")
     if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
         raise ConfigError(f"'knn_k' must be a non-empty list of positive integers, got {cfg.knn_k}")
+    if not 0.0 < cfg.label_fraction <= 1.0 or cfg.labels_per_class < 0 or cfg.seeds < 1:
+        raise ConfigError("need 0 < label_fraction <= 1, labels_per_class >= 0 and seeds >= 1; got "
+                          f"{cfg.label_fraction}, {cfg.labels_per_class}, {cfg.seeds}")
     if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
         raise ConfigError("'knn_temperature' must be > 0 and 'knn_every' >= 0")
     if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):

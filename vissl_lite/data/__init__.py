@@ -1,8 +1,16 @@
 """Datasets as uint8 (C, S, S) images with labels, and loaders that batch them on the device."""
 
-from vissl_lite.data.datasets import FORMATS, ImageSet, data_name, load_split, parse_spec, stratified_split
+from vissl_lite.data.datasets import (
+    FORMATS,
+    ImageSet,
+    data_name,
+    label_subset,
+    load_split,
+    parse_spec,
+    stratified_split,
+)
 from vissl_lite.data.loaders import DeviceLoader, StreamLoader, make_loader
 from vissl_lite.data.readers import DataError
 
-__all__ = ["FORMATS", "DataError", "DeviceLoader", "ImageSet", "StreamLoader", "data_name", "load_split", "make_loader",
-           "parse_spec", "stratified_split"]
+__all__ = ["FORMATS", "DataError", "DeviceLoader", "ImageSet", "StreamLoader", "data_name", "label_subset",
+           "load_split", "make_loader", "parse_spec", "stratified_split"]

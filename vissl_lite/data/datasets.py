@@ -106,6 +106,22 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
     return keep, carved_idx
 
 
+def label_subset(labels: np.ndarray, fraction: float = 1.0, per_class: int = 0, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded labeled subset: ``per_class`` images of every class, or ``fraction`` of each
+    class (at least one). Multi-label data takes ``fraction`` of the rows at random (per_class is undefined)."""
+    rng = np.random.default_rng(seed)
+    if labels.ndim == 2:
+        if per_class:
+            raise ValueError("labels_per_class needs single-label data; use label_fraction for multi-label data")
+        return np.sort(rng.permutation(len(labels))[:max(1, int(round(fraction * len(labels))))])
+    chosen = []
+    for c in np.unique(labels[labels >= 0]):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        take = min(per_class, len(idx)) if per_class else max(1, int(round(fraction * len(idx))))
+        chosen.append(idx[:take])
+    return np.sort(np.concatenate(chosen))
+
+
 def _normalise_labels(labels: np.ndarray | None, n: int) -> np.ndarray:
     if labels is None:
         return np.full(n, -1, dtype=np.int64)

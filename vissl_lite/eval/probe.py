@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,7 +15,7 @@ from vissl_lite import runs
 from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
-from vissl_lite.data import ImageSet, load_split
+from vissl_lite.data import ImageSet, label_subset, load_split
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
@@ -49,7 +50,52 @@ def backbone_features(embed, splits: dict[str, ImageSet], cfg: RunConfig, device
 
 def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
                       which: tuple[str, ...]) -> dict:
-    """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features."""
+    """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features, once per seed on a
+    seeded labeled subset of train when a low-label regime or several seeds are asked for."""
+    subset = cfg.label_fraction < 1.0 or cfg.labels_per_class > 0
+    if not subset and cfg.seeds == 1:
+        return _evaluate_once(cached, num_classes, pooling, dim, cfg, which)
+    x, y = cached["train"]
+    labels = y.cpu().numpy()
+    runs_ = []
+    for s in range(cfg.seeds):
+        seed = cfg.seed + s
+        idx = label_subset(labels, cfg.label_fraction, cfg.labels_per_class, seed) if subset else None
+        train = (x[idx], y[idx]) if idx is not None else (x, y)
+        seeded = config_from_dict(cfg.to_dict() | {"seed": seed})
+        runs_.append(_evaluate_once(cached | {"train": train}, num_classes, pooling, dim, seeded, which))
+    regime = {"label_fraction": cfg.label_fraction, "labels_per_class": cfg.labels_per_class, "seeds": cfg.seeds,
+              "seed_values": [cfg.seed + s for s in range(cfg.seeds)]}
+    out = {}
+    for name in runs_[0]:
+        out[name] = _aggregate([r[name] for r in runs_]) | {"label_regime": regime}
+    return out
+
+
+def _aggregate(results: list[dict]) -> dict:
+    """The first seed's full result, with every headline number replaced by its mean over seeds and a ``_std``
+    beside it; ``per_seed`` keeps each seed's headline numbers."""
+    out = dict(results[0])
+    if "skipped" in out:
+        return out
+    heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
+    if isinstance(out.get("top1"), dict):  # kNN: top-1 per k
+        ks = list(out["top1"])
+        out["top1"] = {k: float(np.mean([r["top1"][k] for r in results])) for k in ks}
+        out["top1_std"] = {k: float(np.std([r["top1"][k] for r in results])) for k in ks}
+        out["per_seed"] = [r["top1"] for r in results]
+        out["n_train"] = [r["n_train"] for r in results]
+        return out
+    for k in heads:
+        out[k] = float(np.mean([r[k] for r in results]))
+        out[k + "_std"] = float(np.std([r[k] for r in results]))
+    out["per_seed"] = [{k: r[k] for k in heads + ["lr"]} for r in results]
+    out["n_train"] = [r["n_train"] for r in results]
+    return out
+
+
+def _evaluate_once(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
+                   which: tuple[str, ...]) -> dict:
     view = f"eval view: {cfg.image_size}px centre, normalised"
     out = {}
     multilabel = cached["train"][1].ndim == 2
@@ -120,7 +166,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     allowed = {"probe_epochs", "probe_lrs", "probe_batch_size", "progress", "data_mode", "memory_limit_gb",
-               "val_fraction", "seed", "knn_k", "knn_temperature"}
+               "val_fraction", "seed", "knn_k", "knn_temperature", "label_fraction", "labels_per_class", "seeds"}
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
@@ -154,7 +200,13 @@ def summary(metrics: dict) -> str:
     for key, label in (("linear_probe", "SSL backbone"), ("linear_probe_random_init", "random-init backbone")):
         if key in ev:
             r, m = ev[key], ev[key]["metrics"]
-            if "top1" in r:
+            if "top1_std" in r:  # low-label regime / several seeds: mean +- std
+                regime = r["label_regime"]
+                share = (f"{regime['labels_per_class']}/class" if regime["labels_per_class"]
+                         else f"{regime['label_fraction']:g} of labels")
+                lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f} +- {r['top1_std']:.2f}%  "
+                             f"({share}, {regime['seeds']} seeds, n_train {r['n_train']})")
+            elif "top1" in r:
                 auroc = "n/a" if m["auroc_macro"] is None else f"{m['auroc_macro']:.2f}"
                 lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f}%  balanced acc "
                              f"{m['balanced_accuracy']:.2f}%  macro AUROC {auroc}  (val top-1 {r['val_top1']:.2f}%, "
@@ -170,7 +222,9 @@ def summary(metrics: dict) -> str:
         lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
     for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
         if key in ev and "top1" in ev[key]:
-            accs = ", ".join(f"k={k}: {v:.2f}%" for k, v in ev[key]["top1"].items())
+            std = ev[key].get("top1_std", {})
+            accs = ", ".join(f"k={k}: {v:.2f}%" + (f" +- {std[k]:.2f}" if k in std else "")
+                             for k, v in ev[key]["top1"].items())
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
