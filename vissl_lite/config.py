@@ -251,7 +251,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"bad value {getattr(cfg, key)!r} for '{key}'. Valid: {', '.join(choices)}")
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method '{cfg.method}'. Valid: {', '.join(METHODS)}")
-    import inspect
 
     from vissl_lite.backbones import check_backbone_name, is_vit_name
 
@@ -267,18 +266,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         fits = [a for a, n in AUGMENT_VIEWS.items() if n == METHODS[cfg.method].views and a != "eval"]
         raise ConfigError(f"--method {cfg.method} takes {METHODS[cfg.method].views} view(s) but --augment "
                           f"{cfg.augment} makes {views}; use --augment {' or '.join(fits)}")
-    valid_args = [p for p in inspect.signature(METHODS[cfg.method]).parameters if p != "backbone"]
-    unknown = sorted(set(cfg.method_args) - set(valid_args))
-    if unknown:
-        raise ConfigError(f"unknown method_args for '{cfg.method}': {', '.join(unknown)}. "
-                          f"Valid: {', '.join(valid_args)}")
-    from vissl_lite.augment import AUGMENTS
+    from vissl_lite import augment, methods
 
-    valid_aug = [p for p in inspect.signature(AUGMENTS[cfg.augment]).parameters if p not in ("size", "channels")]
-    unknown = sorted(set(cfg.augment_args) - set(valid_aug))
-    if unknown:
-        raise ConfigError(f"unknown augment_args for '{cfg.augment}': {', '.join(unknown)}. "
-                          f"Valid: {', '.join(valid_aug)}")
+    for check, name, kwargs in ((methods.check_args, cfg.method, cfg.method_args),
+                                (augment.check_args, cfg.augment, cfg.augment_args)):
+        try:
+            check(name, kwargs)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     if is_vit_name(cfg.backbone):
         small = cfg.image_size <= 64 if cfg.small_input is None else cfg.small_input
         named = re.search(r"patch(\d+)", cfg.backbone)

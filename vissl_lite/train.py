@@ -235,7 +235,8 @@ class _KnnMonitor:
     numbers, so monitoring does not change the training run (or its exact resume)."""
 
     def __init__(self, cfg: RunConfig, eval_splits: dict, device: torch.device):
-        self.cfg, self.device = cfg, device
+        self.cfg = config_from_dict(cfg.to_dict() | {"progress": False})  # no bars inside the training bar
+        self.device = device
         self.splits = {"train": eval_splits["train"], "val": eval_splits["val"]}
 
     def __call__(self, model: nn.Module) -> float:
@@ -244,8 +245,7 @@ class _KnnMonitor:
 
         model.eval()
         cfg = self.cfg
-        cached = backbone_features(model.embed, self.splits, config_from_dict(cfg.to_dict() | {"progress": False}),
-                                   self.device, "knn")
+        cached = backbone_features(model.embed, self.splits, cfg, self.device, "knn")
         model.train()
         k = cfg.knn_k[0]
         return round(knn_eval(cached["train"], cached["val"], self.splits["train"].num_classes, [k],

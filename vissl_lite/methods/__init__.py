@@ -13,16 +13,20 @@ from vissl_lite.methods.simclr import SimCLR
 METHODS = {"simclr": SimCLR, "mae": MAE, "dae": DAE}
 
 
-def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
-    """``METHODS[name](backbone, **kwargs)``; unknown names or arguments raise and list what is valid."""
+def check_args(name: str, kwargs: dict) -> None:
+    """Raise ValueError naming an unknown method or unknown constructor arguments and listing the valid ones."""
     if name not in METHODS:
         raise ValueError(f"unknown method '{name}'. Valid: {', '.join(METHODS)}")
-    cls = METHODS[name]
-    valid = [p for p in inspect.signature(cls).parameters if p != "backbone"]
+    valid = [p for p in inspect.signature(METHODS[name]).parameters if p != "backbone"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"unknown method_args for '{name}': {', '.join(unknown)}. Valid: {', '.join(valid)}")
-    return cls(backbone, **kwargs)
 
 
-__all__ = ["DAE", "MAE", "METHODS", "SimCLR", "build_method"]
+def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
+    """``METHODS[name](backbone, **kwargs)``; unknown names or arguments raise and list what is valid."""
+    check_args(name, kwargs)
+    return METHODS[name](backbone, **kwargs)
+
+
+__all__ = ["DAE", "MAE", "METHODS", "SimCLR", "build_method", "check_args"]
