@@ -133,7 +133,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         from vissl_lite.eval.probe import load_eval_splits
 
         try:
-            eval_splits = load_eval_splits(cfg, channels)
+            eval_splits = load_eval_splits(cfg, channels, train=train_set)
         except (ValueError, DataError) as e:
             skip_reason = f"evaluation skipped: {e}"
             print(f"  note: {skip_reason}")

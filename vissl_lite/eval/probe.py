@@ -21,10 +21,12 @@ from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
 
 
-def load_eval_splits(cfg: RunConfig, channels: int) -> dict[str, ImageSet]:
-    """Labeled, single-label train/val/test splits of ``cfg.data``, or a ValueError that says why not."""
-    train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
-                       cfg.memory_limit_gb, cfg.progress)
+def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = None) -> dict[str, ImageSet]:
+    """Labeled train/val/test splits of ``cfg.data``, or a ValueError that says why not. ``train``: the train
+    split when the caller already loaded it (pretraining has), so it is not decoded twice."""
+    if train is None:
+        train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
+                           cfg.memory_limit_gb, cfg.progress)
     if not train.labeled:
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
                          "with --data")
