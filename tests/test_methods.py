@@ -6,8 +6,9 @@ from vissl_lite.backbones import create_backbone, feature_pooling
 from vissl_lite.methods import METHODS, build_method
 
 BACKBONES = [("resnet18", 3), ("resnet18", 1), ("vit_tiny_patch16_224", 3), ("vit_tiny_patch16_224", 1)]
-AUGMENT = {"simclr": "simclr", "mae": "crop_flip", "dae": "crop_flip"}
-SMALL_DECODER = {"mae": dict(decoder_dim=32, decoder_depth=1, decoder_heads=2), "dae": dict(decoder_dim=32)}
+AUGMENT = {"simclr": "simclr", "mae": "crop_flip", "dae": "crop_flip", "classifier": "crop_flip"}
+SMALL_DECODER = {"mae": dict(decoder_dim=32, decoder_depth=1, decoder_heads=2), "dae": dict(decoder_dim=32),
+                 "classifier": dict(num_classes=4)}
 CASES = [(m, b, c) for m in METHODS for b, c in BACKBONES if not (m == "mae" and b.startswith("resnet"))]
 
 
@@ -33,7 +34,7 @@ def test_every_registered_method_is_covered():
 def test_finite_loss_gradient_everywhere_and_embed(method, name, chans):
     model = make(method, name, chans)
     views = views_for(method, chans)
-    out = model(views)
+    out = model(views, torch.arange(8) % 4)  # labels: used by the classifier, ignored by the SSL methods
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     assert all(not v.requires_grad for k, v in out.items() if k != "loss")
     out["loss"].backward()
@@ -51,7 +52,7 @@ def test_loss_falls_on_a_fixed_batch(method, name, chans):
     losses = []
     for _ in range(8):
         torch.manual_seed(2)  # the same mask / noise every step: a truly fixed batch
-        loss = model(views)["loss"]
+        loss = model(views, torch.arange(16) % 4)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

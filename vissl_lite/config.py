@@ -84,6 +84,11 @@ class RunConfig:
     warmup_epochs: float = _f(5.0, "Linear warmup length in epochs (fractions allowed).")
     clip_grad: float = _f(3.0, "Clip the global gradient norm to this value (0: off).")
     amp: str = _f("auto", "Mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off.")
+    # fine-tuning (vissl-lite finetune; the classifier method)
+    drop_path: float = _f(0.0, "Stochastic depth rate of the backbone (timm drop_path_rate; ViT fine-tuning uses 0.1).")
+    layer_decay: float | None = _f(None, "Layer-wise lr decay for ViT fine-tuning (timm): block i of L gets lr * "
+                                   "decay^(L - i). Default: 0.75 for ViTs in 'finetune', off (1.0) otherwise.")
+    min_steps: int = _f(0, "Train at least this many steps, adding epochs when the (low-label) train set is small.")
     # run
     seed: int = _f(0, "Seed for weights, data order and augmentation.")
     device: str = _f("auto", "auto picks cuda, then mps, then cpu.")
@@ -98,9 +103,11 @@ class RunConfig:
     probe_epochs: int = _f(100, "Linear-probe epochs on cached features.")
     probe_lrs: list = _f([0.01, 0.03, 0.1, 0.3, 1.0], "Linear-probe learning-rate sweep (SGD), picked on validation.")
     probe_batch_size: int = _f(256, "Linear-probe batch size.")
-    label_fraction: float = _f(1.0, "Low-label evaluation: the probe and kNN see this stratified, seeded share of "
-                               "the labeled train split (e.g. 0.01, 0.1); val and test stay whole.")
-    labels_per_class: int = _f(0, "Low-label evaluation: K labeled train images per class instead of a fraction.")
+    label_fraction: list = _f([1.0], "Low-label evaluation: the probe, kNN and fine-tuning see this stratified, "
+                              "seeded share of the labeled train split; several values (e.g. 0.01,0.1,1) give a "
+                              "label-efficiency curve. Val and test stay whole.")
+    labels_per_class: list = _f([], "Low-label evaluation: K labeled train images per class instead of a fraction "
+                                "(several values allowed, e.g. 1,5,25).")
     seeds: int = _f(1, "Repeat each evaluation with this many seeds (label subset and head); report mean +- std.")
     knn_k: list = _f([20, 200], "Neighbours for the weighted kNN evaluation (each k is reported).")
     knn_temperature: float = _f(0.07, "Temperature T of the kNN vote weights exp(cos / T).")
@@ -165,6 +172,8 @@ def parse_value(name: str, value: Any) -> Any:
                 raise ValueError(value)
             return str(value)
         if kind is list:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value]  # one value where a list is expected
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split()] if value.strip() else []
                 value = [yaml.safe_load(v) for v in value]
@@ -300,9 +309,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'mean' and 'std' need the same length, got {cfg.mean} and {cfg.std}")
     if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
         raise ConfigError(f"'knn_k' must be a non-empty list of positive integers, got {cfg.knn_k}")
-    if not 0.0 < cfg.label_fraction <= 1.0 or cfg.labels_per_class < 0 or cfg.seeds < 1:
-        raise ConfigError("need 0 < label_fraction <= 1, labels_per_class >= 0 and seeds >= 1; got "
+    if (not cfg.label_fraction or any(not isinstance(f, (int, float)) or not 0.0 < f <= 1.0
+                                      for f in cfg.label_fraction)
+            or any(not isinstance(k, int) or isinstance(k, bool) or k <= 0 for k in cfg.labels_per_class)
+            or cfg.seeds < 1):
+        raise ConfigError("need label_fraction values in (0, 1], labels_per_class values >= 1 and seeds >= 1; got "
                           f"{cfg.label_fraction}, {cfg.labels_per_class}, {cfg.seeds}")
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise ConfigError(f"'drop_path' must be in [0, 1), got {cfg.drop_path}")
+    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
+        raise ConfigError(f"'layer_decay' must be in (0, 1] (1 turns it off), got {cfg.layer_decay}")
+    if cfg.min_steps < 0:
+        raise ConfigError(f"'min_steps' must be >= 0, got {cfg.min_steps}")
     if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
         raise ConfigError("'knn_temperature' must be > 0 and 'knn_every' >= 0")
     if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):

@@ -38,8 +38,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_backbone(cfg: RunConfig, in_chans: int) -> nn.Module:
+    extra = {"drop_path_rate": cfg.drop_path} if cfg.drop_path > 0 else {}
     return create_backbone(cfg.backbone, in_chans=in_chans, img_size=cfg.image_size, small_input=cfg.small_input,
-                           patch_size=cfg.patch_size)
+                           patch_size=cfg.patch_size, **extra)
 
 
 def build_model(cfg: RunConfig, in_chans: int) -> nn.Module:

@@ -103,8 +103,6 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     model = runs.build_model(cfg, channels).to(device)
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, **cfg.augment_args).to(device)
     optimizer = build_optimizer(model, cfg)
-    amp_dtype = _autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step = 0
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
@@ -140,59 +138,13 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     monitor = _KnnMonitor(cfg, eval_splits, device) if cfg.knn_every and eval_splits and main else None
 
     # ---- the loop
-    model.train()
-    bad_loss = torch.zeros((), dtype=torch.bool, device=device)
-    bar = tqdm(total=total, initial=step, desc="pretrain", disable=not (cfg.progress and main), dynamic_ncols=True)
-    t_log, seen, t_train, last_good = time.time(), 0, time.time(), step
-    epoch = step // steps_per_epoch
-    while step < total:
-        loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
-        for x, y in loader:
-            lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            views = aug(x)  # list of (B, C, S, S) float
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs = train_model(views, y)
-            loss = outputs["loss"]
-            bad_loss |= ~torch.isfinite(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
-                    bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            seen += x.shape[0] * dist.world_size()
-            bar.update(1)
-            is_last = step >= total
-            if step % cfg.log_every == 0 or is_last:
-                _check_finite(bad_loss, last_good, step, out)
-                now = time.time()
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                          **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
-                          "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
-                t_log, seen = now, 0
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                if main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-            if monitor is not None and step % (cfg.knn_every * steps_per_epoch) == 0:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 3),
-                                        "knn_top1": monitor(model)}) + "\n")
-            if step % cfg.checkpoint_every == 0 or is_last:
-                _check_finite(bad_loss, last_good, step, out)
-                if main:
-                    runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg)
-                last_good = step
-            if is_last:
-                break
-        epoch += 1
-    bar.close()
+    hooks = []
+    if monitor is not None:
+        every = cfg.knn_every * steps_per_epoch
+        hooks.append(lambda step, last: {"knn_top1": monitor(model)} if step % every == 0 else None)
+    t_train = time.time()
+    step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
+                    step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True)
     train_s = time.time() - t_train
 
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
@@ -230,6 +182,98 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     return metrics
 
 
+class StepSchedule:
+    """:func:`lr_at` applied to every parameter group (times its ``lr_scale``, as timm's schedulers do), with the
+    ``step_update(step)`` interface of timm's schedulers so the loop drives both alike."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int, warmup: int, cfg: RunConfig):
+        self.optimizer, self.total, self.warmup, self.lr, self.min_lr = optimizer, total, warmup, cfg.lr, cfg.min_lr
+
+    def step_update(self, num_updates: int) -> None:
+        lr = lr_at(num_updates, self.total, self.warmup, self.lr, self.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler, cfg: RunConfig, step: int, total: int, steps_per_epoch: int, out: Path,
+             hooks: list = (), desc: str = "train", checkpoint: bool = True) -> int:
+    """The one training loop (pretraining and fine-tuning): from ``step`` to ``total``, logging to
+    ``<out>/metrics.jsonl`` and (``checkpoint``) saving ``<out>/checkpoint.pt`` every ``cfg.checkpoint_every`` steps
+    and at the end.
+
+    Args:
+        train_model: what the forward runs (the DDP wrapper when distributed); ``model`` is what gets saved.
+        scheduler: anything with ``step_update(step)`` that sets the optimizer's learning rates (timm's schedulers,
+            :class:`StepSchedule`).
+        hooks: ``hook(step, is_last) -> dict | None`` after each step; a returned dict is logged with the step.
+
+    Returns:
+        the step reached.
+    """
+    main = dist.is_main()
+    device = next(model.parameters()).device
+    amp_dtype = _autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    log_path = out / "metrics.jsonl"
+    model.train()
+    bad_loss = torch.zeros((), dtype=torch.bool, device=device)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True,
+               leave=desc == "pretrain")
+    t_log, seen, last_good = time.time(), 0, step
+    epoch = step // steps_per_epoch
+    while step < total:
+        loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
+        for x, y in loader:
+            scheduler.step_update(step)
+            lr = max(group["lr"] for group in optimizer.param_groups)
+            views = aug(x)  # list of (B, C, S, S) float
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = train_model(views, y)
+            loss = outputs["loss"]
+            bad_loss |= ~torch.isfinite(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
+                    bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += x.shape[0] * dist.world_size()
+            bar.update(1)
+            is_last = step >= total
+            if step % cfg.log_every == 0 or is_last:
+                _check_finite(bad_loss, last_good, step, out, checkpoint)
+                now = time.time()
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                          **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
+                          "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
+                t_log, seen = now, 0
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                if main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            for hook in hooks:
+                extra = hook(step, is_last)
+                if extra and main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 3), **extra}) + "\n")
+            if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
+                _check_finite(bad_loss, last_good, step, out, checkpoint)
+                if main:
+                    runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg)
+                last_good = step
+            if is_last:
+                break
+        epoch += 1
+    _check_finite(bad_loss, last_good, step, out, checkpoint)
+    bar.close()
+    return step
+
+
 class _KnnMonitor:
     """kNN top-1 on the val split with the train split as the bank, through the eval view. It draws no random
     numbers, so monitoring does not change the training run (or its exact resume)."""
@@ -252,10 +296,12 @@ class _KnnMonitor:
                               cfg.knn_temperature)["top1"][k], 3)
 
 
-def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path) -> None:
+def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path, checkpoint: bool = True) -> None:
     if bool(bad_loss):  # host sync, only at log/checkpoint steps
         where = f"the last good checkpoint is {out / runs.CHECKPOINT} (step {last_good})" if last_good else \
             "no checkpoint was written yet"
+        if not checkpoint:
+            where = "nothing was saved from this run"
         raise NonFiniteLossError(
             f"the loss (or its gradient) became NaN or infinite between steps {last_good} and {step}; stopped, "
             f"{where}. "

@@ -50,28 +50,54 @@ def backbone_features(embed, splits: dict[str, ImageSet], cfg: RunConfig, device
             for name, data in splits.items()}
 
 
+def label_regimes(cfg: RunConfig) -> list[dict]:
+    """The labeled-subset settings to evaluate, smallest first: K per class, or fractions of each class."""
+    if cfg.labels_per_class:
+        return [{"label_fraction": 1.0, "labels_per_class": int(k)} for k in sorted(set(cfg.labels_per_class))]
+    return [{"label_fraction": float(f), "labels_per_class": 0} for f in sorted(set(cfg.label_fraction))]
+
+
+def regime_name(regime: dict) -> str:
+    if regime["labels_per_class"]:
+        return f"{regime['labels_per_class']}/class"
+    return f"{regime['label_fraction'] * 100:g}%"
+
+
+def _headline(result: dict) -> dict:
+    """The numbers a seed contributes to mean +- std: top-1 and macro AUROC, or mean AUROC and mAP."""
+    if "top1" in result and not isinstance(result["top1"], dict):
+        return {"top1": result["top1"], "auroc": result.get("metrics", {}).get("auroc_macro")}
+    if "auroc_mean" in result:
+        return {"auroc_mean": result["auroc_mean"], "map": result["map"]}
+    return {}
+
+
 def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
-                      which: tuple[str, ...]) -> dict:
-    """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features, once per seed on a
-    seeded labeled subset of train when a low-label regime or several seeds are asked for."""
-    subset = cfg.label_fraction < 1.0 or cfg.labels_per_class > 0
+                      which: tuple[str, ...], regime: dict | None = None) -> dict:
+    """Run the evaluations named in ``which`` ('linear_probe', 'knn') on cached features for one label regime
+    (default: the last of :func:`label_regimes`), once per seed on a seeded labeled subset of train when a
+    low-label regime or several seeds are asked for."""
+    regime = regime or label_regimes(cfg)[-1]
+    subset = regime["label_fraction"] < 1.0 or regime["labels_per_class"] > 0
+    info = {"label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
+            "name": regime_name(regime), "seeds": cfg.seeds, "seed_values": [cfg.seed + s for s in range(cfg.seeds)]}
     if not subset and cfg.seeds == 1:
-        return _evaluate_once(cached, num_classes, pooling, dim, cfg, which)
+        out = _evaluate_once(cached, num_classes, pooling, dim, cfg, which)
+        for name, r in out.items():
+            if "skipped" not in r:
+                seed_result = r["top1"] if name == "knn" else _headline(r) | {"lr": r["lr"]}
+                r |= {"label_regime": info, "per_seed": [seed_result]}
+        return out
     x, y = cached["train"]
     labels = y.cpu().numpy()
     runs_ = []
     for s in range(cfg.seeds):
         seed = cfg.seed + s
-        idx = label_subset(labels, cfg.label_fraction, cfg.labels_per_class, seed) if subset else None
+        idx = label_subset(labels, regime["label_fraction"], regime["labels_per_class"], seed) if subset else None
         train = (x[idx], y[idx]) if idx is not None else (x, y)
         seeded = config_from_dict(cfg.to_dict() | {"seed": seed})
         runs_.append(_evaluate_once(cached | {"train": train}, num_classes, pooling, dim, seeded, which))
-    regime = {"label_fraction": cfg.label_fraction, "labels_per_class": cfg.labels_per_class, "seeds": cfg.seeds,
-              "seed_values": [cfg.seed + s for s in range(cfg.seeds)]}
-    out = {}
-    for name in runs_[0]:
-        out[name] = _aggregate([r[name] for r in runs_]) | {"label_regime": regime}
-    return out
+    return {name: _aggregate([r[name] for r in runs_]) | {"label_regime": info} for name in runs_[0]}
 
 
 def _aggregate(results: list[dict]) -> dict:
@@ -80,7 +106,6 @@ def _aggregate(results: list[dict]) -> dict:
     out = dict(results[0])
     if "skipped" in out:
         return out
-    heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
     if isinstance(out.get("top1"), dict):  # kNN: top-1 per k
         ks = list(out["top1"])
         out["top1"] = {k: float(np.mean([r["top1"][k] for r in results])) for k in ks}
@@ -88,12 +113,38 @@ def _aggregate(results: list[dict]) -> dict:
         out["per_seed"] = [r["top1"] for r in results]
         out["n_train"] = [r["n_train"] for r in results]
         return out
+    heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
     for k in heads:
         out[k] = float(np.mean([r[k] for r in results]))
         out[k + "_std"] = float(np.std([r[k] for r in results]))
-    out["per_seed"] = [{k: r[k] for k in heads + ["lr"]} for r in results]
+    out["per_seed"] = [_headline(r) | {"lr": r["lr"]} for r in results]
     out["n_train"] = [r["n_train"] for r in results]
     return out
+
+
+def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
+    """One row per (protocol, init, regime[, k]) from an aggregated result: the tidy form behind report tables
+    and label-efficiency plots. Each row has ``metric``, ``mean``, ``std`` and ``values`` (one per seed), plus
+    ``auroc_mean``/``auroc_std`` for single-label results (macro one-vs-rest AUROC)."""
+    if "skipped" in results:
+        return []
+    regime = results["label_regime"]
+    n_train = results["n_train"]
+    base = {"protocol": protocol, "init": init, "regime": regime["name"], "label_fraction": regime["label_fraction"],
+            "labels_per_class": regime["labels_per_class"], "seeds": regime["seeds"],
+            "n_train": int(round(float(np.mean(n_train)))) if isinstance(n_train, list) else n_train}
+    seeds = results["per_seed"]
+    if protocol == "knn":
+        return [base | {"protocol": f"knn k={k}", "metric": "top1", "values": [s[k] for s in seeds],
+                        "mean": float(np.mean([s[k] for s in seeds])), "std": float(np.std([s[k] for s in seeds]))}
+                for k in seeds[0]]
+    metric = "top1" if "top1" in seeds[0] else "auroc_mean"
+    values = [s[metric] for s in seeds]
+    row = base | {"metric": metric, "values": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+    aucs = [s.get("auroc") for s in seeds]
+    if metric == "top1" and all(a is not None for a in aucs):
+        row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": float(np.std(aucs))}
+    return [row]
 
 
 def _evaluate_once(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
@@ -116,10 +167,15 @@ def _evaluate_once(cached: dict, num_classes: int, pooling: str, dim: int, cfg: 
 
 def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, baseline: bool = True,
                     splits: dict[str, ImageSet] | None = None,
-                    which: tuple[str, ...] = ("linear_probe", "knn")) -> dict:
+                    which: tuple[str, ...] = ("linear_probe", "knn"), features: dict | None = None) -> dict:
     """``{"linear_probe", "knn", "linear_probe_random_init", "knn_random_init"}`` (those in ``which``) for a method
-    module (anything with ``embed`` and ``backbone``). The baseline is the network pretraining started from: same
-    architecture, same seed, no training."""
+    module (anything with ``embed`` and ``backbone``), at the last label regime, plus ``table`` (one row per
+    protocol, init and regime) and, with several regimes, ``by_regime``. The baseline is the network pretraining
+    started from: same architecture, same seed, no training.
+
+    Args:
+        features: if given, filled with each init's test features and labels (for the embedding plot).
+    """
     channels = in_chans_of(model.backbone)
     splits = splits or load_eval_splits(cfg, channels)
     num_classes = splits["train"].num_classes
@@ -127,12 +183,22 @@ def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, base
     pooling, dim = feature_pooling(model.backbone), model.backbone.num_features
     candidates = [("", model.embed, "ssl")]
     if baseline:
-        candidates.append(("_random_init", runs.build_model(cfg, channels).backbone.to(device).eval(), "random"))
-    out = {}
+        candidates.append(("_random_init", runs.build_model(cfg, channels).backbone.to(device).eval(), "random_init"))
+    regimes = label_regimes(cfg)
+    by_regime: dict[str, dict] = {regime_name(r): {} for r in regimes}
+    rows = []
     for suffix, embed, tag in candidates:
         cached = backbone_features(embed, splits, cfg, device, tag)
-        for name, result in evaluate_features(cached, num_classes, pooling, dim, cfg, which).items():
-            out[name + suffix] = result
+        if features is not None:
+            features[tag] = tuple(t.cpu() for t in cached["test"])
+        for regime in regimes:
+            for name, result in evaluate_features(cached, num_classes, pooling, dim, cfg, which, regime).items():
+                by_regime[regime_name(regime)][name + suffix] = result
+                rows += table_rows(result, name, tag)
+    out = dict(by_regime[regime_name(regimes[-1])])
+    if len(regimes) > 1:
+        out["by_regime"] = by_regime
+    out["table"] = rows
     return out
 
 
@@ -204,8 +270,7 @@ def summary(metrics: dict) -> str:
             r, m = ev[key], ev[key]["metrics"]
             if "top1_std" in r:  # low-label regime / several seeds: mean +- std
                 regime = r["label_regime"]
-                share = (f"{regime['labels_per_class']}/class" if regime["labels_per_class"]
-                         else f"{regime['label_fraction']:g} of labels")
+                share = f"{regime['name']} of labels"
                 lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f} +- {r['top1_std']:.2f}%  "
                              f"({share}, {regime['seeds']} seeds, n_train {r['n_train']})")
             elif "top1" in r:

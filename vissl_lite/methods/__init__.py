@@ -1,4 +1,6 @@
-"""Self-supervised methods. Adding one = one file + one line here + one recipe in configs/."""
+"""Self-supervised methods, and the supervised classifier that fine-tuning trains.
+
+Adding a method = one file + one line here + one recipe in configs/."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import inspect
 
 from torch import nn
 
+from vissl_lite.methods.classifier import Classifier
 from vissl_lite.methods.dae import DAE
 from vissl_lite.methods.mae import MAE
 from vissl_lite.methods.simclr import SimCLR
 
-METHODS = {"simclr": SimCLR, "mae": MAE, "dae": DAE}
+METHODS = {"simclr": SimCLR, "mae": MAE, "dae": DAE, "classifier": Classifier}  # classifier: fine-tuning
 
 
 def check_args(name: str, kwargs: dict) -> None:
@@ -29,4 +32,4 @@ def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
     return METHODS[name](backbone, **kwargs)
 
 
-__all__ = ["DAE", "MAE", "METHODS", "SimCLR", "build_method", "check_args"]
+__all__ = ["Classifier", "DAE", "MAE", "METHODS", "SimCLR", "build_method", "check_args"]
