@@ -83,3 +83,55 @@ def in_chans_of(model: nn.Module) -> int:
     """Input channels: the first 4-D weight is the stem conv or the patch embedding."""
     return next(p.shape[1] for p in model.parameters() if p.ndim == 4)
 
+
+
+def load_weights_file(model: nn.Module, path: str) -> dict:
+    """Load a local timm weights file (safetensors or a torch state dict, e.g. ImageNet weights the user
+    downloaded) into backbone ``model``, adapting what can be adapted and saying what could not.
+
+    - the first conv / patch embedding is summed or repeated across channels for 1 <-> 3 channel inputs (timm's
+      ``adapt_input_conv``);
+    - ViT position embeddings and patch embeddings are resampled to the model's grid (timm's checkpoint filter);
+    - classifier weights and anything else the backbone lacks are dropped;
+    - a tensor whose shape still differs (e.g. the 7x7 ImageNet stem against the 3x3 small-input stem) is skipped.
+
+    Returns:
+        ``{"file", "loaded", "skipped", "missing"}`` (names), for the run's metrics.
+
+    Raises:
+        ValueError: the file does not hold weights for this architecture (most tensors would be missing).
+    """
+    from timm.models import adapt_input_conv
+    from timm.models import load_state_dict as timm_load_state_dict
+
+    try:
+        state = timm_load_state_dict(str(path), weights_only=True)
+    except Exception as e:  # a missing, corrupt or pickled-object file
+        raise ValueError(f"cannot read weights file {path} ({type(e).__name__}: {str(e)[:200]}); pass a timm "
+                         "state dict saved as .safetensors, .pth or .bin") from e
+    for prefix in ("module.", "backbone."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    own = model.state_dict()
+    first = next(k for k, v in own.items() if v.ndim == 4)  # stem conv or patch embedding
+    if first in state and state[first].shape[1] != own[first].shape[1]:
+        state[first] = adapt_input_conv(own[first].shape[1], state[first].float())
+    if is_vit(model):
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(state, model)
+    loaded, skipped = {}, []
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if v.shape != own[k].shape:
+            skipped.append(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}")
+            continue
+        loaded[k] = v
+    missing = [k for k in own if k not in loaded]
+    if len(loaded) < 0.5 * len(own):
+        raise ValueError(f"{path} does not fit this backbone: {len(loaded)} of {len(own)} tensors match (first "
+                         f"missing: {', '.join(missing[:4])}). Check that --backbone names the model the weights "
+                         "belong to")
+    model.load_state_dict(loaded, strict=False)
+    return {"file": str(path), "loaded": len(loaded), "skipped": skipped, "missing": missing}

@@ -1,4 +1,4 @@
-"""``vissl-lite``: pretrain | linear-probe | knn | reconstruct.
+"""``vissl-lite``: pretrain | linear-probe | knn | finetune | reconstruct.
 
 Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
 defaults. Run ``vissl-lite pretrain --help`` for the full list.
@@ -18,6 +18,13 @@ EPILOG_PRETRAIN = """examples:
   vissl-lite pretrain --data medmnist/pneumoniamnist.npz --in-chans 1 --out runs/pneu
   vissl-lite pretrain --out runs/pneu --resume         # continue a run from its last checkpoint
 shipped recipes (--config NAME): {recipes}
+"""
+
+EPILOG_FINETUNE = """examples:
+  vissl-lite finetune --checkpoint runs/pneu                          # SSL init vs scratch, all labels
+  vissl-lite finetune --checkpoint runs/pneu --label-fraction 0.01,0.1,1 --seeds 3   # label-efficiency curve
+  vissl-lite finetune --init scratch --data medmnist/chestmnist.npz --in-chans 1     # multi-label, AUROC
+  vissl-lite finetune --init-weights resnet18.safetensors --data medmnist/retinamnist.npz --image-size 28
 """
 
 # Flags that mean nothing to the user as overrides of a recipe (they are how a run is located).
@@ -81,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "eval.knn_random_init.")
     _add_eval_flags(kn, ("knn_k", "knn_temperature", "seed", "label_fraction", "labels_per_class", "seeds"), "knn")
 
+    ft = sub.add_parser("finetune", help="fine-tune the whole network with a classifier head (vs from scratch)",
+                        description="Fine-tune backbone + linear head through the training loop, select the weights "
+                        "on the validation split, report test metrics; by default also from scratch with the same "
+                        "settings. Several --label-fraction values and --seeds give a label-efficiency curve. "
+                        "Writes <out>/metrics.json and <out>/report.md with plots.",
+                        epilog=EPILOG_FINETUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ft.add_argument("--checkpoint", default=None, help="pretraining run folder (or its checkpoint.pt); fixes the "
+                    "backbone, image size, channels and (unless --data) the data")
+    ft.add_argument("--init", default=None, choices=("checkpoint", "scratch", "weights"),
+                    help="initialisation [default: checkpoint with --checkpoint, weights with --init-weights, "
+                    "else scratch]")
+    ft.add_argument("--init-weights", default=None, help="local timm weights file (.safetensors/.pth) for "
+                    "--init weights; 1<->3 channel stems and ViT position embeddings are adapted")
+    ft.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also fine-tune from scratch with the same settings and seeds [default: on]")
+    ft.add_argument("--config", default="finetune", help="recipe [default: finetune]")
+    _add_config_flags(ft)
+
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
                         "reconstruction, de-normalised (with norm_pix_loss, each patch's statistics are undone).")
@@ -115,6 +140,14 @@ def _evaluate(args: argparse.Namespace) -> None:
                  baseline=args.baseline, **overrides)
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from vissl_lite.eval.finetune import finetune
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    finetune(args.checkpoint, init=args.init, init_weights=args.init_weights, baseline=args.baseline,
+             recipe=args.config, **given)
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from vissl_lite.eval.reconstruct import reconstruct
 
@@ -129,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     from vissl_lite.train import NonFiniteLossError
 
     try:
-        commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "reconstruct": _reconstruct}
+        commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
+                    "reconstruct": _reconstruct}
         commands[args.command](args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)

@@ -157,11 +157,13 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             images = sample_images(cfg, channels, 8)
             metrics["reconstructions"] = str(save_reconstruction_grid(model, images, cfg, out / "reconstructions.png"))
     # ---- evaluation
+    features: dict = {}
     if cfg.probe and eval_splits is not None:
         from vissl_lite.eval.probe import run_evaluations
 
         t_probe = time.time()
-        metrics["eval"] = run_evaluations(model, cfg, device, baseline=True, splits=eval_splits)
+        metrics["eval"] = run_evaluations(model, cfg, device, baseline=True, splits=eval_splits, features=features)
+        metrics["class_names"] = eval_splits["train"].class_names
         metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
     elif cfg.probe and skip_reason:
         metrics["eval"] = {"skipped": f"{skip_reason}. Evaluate later with 'vissl-lite linear-probe --checkpoint "
@@ -171,6 +173,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         from vissl_lite.eval.probe import summary, write_metrics
 
         write_metrics(out, metrics)
+        from vissl_lite.eval.report import write_report
+
+        report = write_report(out, metrics, features, train_curves=out / "train_curves.png")
         tr = metrics["train"]
         print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {step} steps, final loss {tr['final_loss']}, "
               f"{tr['images_per_s']:.0f} images/s. Run folder: {out}")
@@ -178,6 +183,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print(summary(metrics))
         elif "eval" in metrics:
             print("  " + metrics["eval"]["skipped"])
+        print(f"  report: {report}")
     dist.cleanup()
     return metrics
 

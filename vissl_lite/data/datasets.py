@@ -6,6 +6,7 @@ large folders keep a file list (``files``) and are decoded by the streaming Data
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,13 @@ class ImageSet:
     @property
     def multilabel(self) -> bool:
         return self.labels.ndim == 2
+
+    def subset(self, idx: np.ndarray | torch.Tensor) -> ImageSet:
+        """The images at ``idx`` (e.g. a low-label subset of train), same metadata."""
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return dataclasses.replace(
+            self, labels=self.labels[idx], images=None if self.images is None else self.images[idx],
+            files=None if self.files is None else [self.files[i] for i in idx.tolist()])
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

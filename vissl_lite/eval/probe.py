@@ -87,6 +87,8 @@ def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cf
             if "skipped" not in r:
                 seed_result = r["top1"] if name == "knn" else _headline(r) | {"lr": r["lr"]}
                 r |= {"label_regime": info, "per_seed": [seed_result]}
+                if name == "knn":
+                    r["per_seed_auroc"] = [_knn_auroc(r)]
         return out
     x, y = cached["train"]
     labels = y.cpu().numpy()
@@ -111,6 +113,7 @@ def _aggregate(results: list[dict]) -> dict:
         out["top1"] = {k: float(np.mean([r["top1"][k] for r in results])) for k in ks}
         out["top1_std"] = {k: float(np.std([r["top1"][k] for r in results])) for k in ks}
         out["per_seed"] = [r["top1"] for r in results]
+        out["per_seed_auroc"] = [_knn_auroc(r) for r in results]
         out["n_train"] = [r["n_train"] for r in results]
         return out
     heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
@@ -120,6 +123,11 @@ def _aggregate(results: list[dict]) -> dict:
     out["per_seed"] = [_headline(r) | {"lr": r["lr"]} for r in results]
     out["n_train"] = [r["n_train"] for r in results]
     return out
+
+
+def _knn_auroc(result: dict) -> dict:
+    """Macro AUROC of the normalised kNN votes, per k."""
+    return {k: m.get("auroc_macro") for k, m in result["metrics"].items()}
 
 
 def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
@@ -135,9 +143,16 @@ def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
             "n_train": int(round(float(np.mean(n_train)))) if isinstance(n_train, list) else n_train}
     seeds = results["per_seed"]
     if protocol == "knn":
-        return [base | {"protocol": f"knn k={k}", "metric": "top1", "values": [s[k] for s in seeds],
-                        "mean": float(np.mean([s[k] for s in seeds])), "std": float(np.std([s[k] for s in seeds]))}
-                for k in seeds[0]]
+        rows = []
+        for k in seeds[0]:
+            values = [s[k] for s in seeds]
+            row = base | {"protocol": f"knn k={k}", "metric": "top1", "values": values,
+                          "mean": float(np.mean(values)), "std": float(np.std(values))}
+            aucs = [a.get(k) for a in results.get("per_seed_auroc", [])]
+            if aucs and all(a is not None for a in aucs):
+                row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": float(np.std(aucs))}
+            rows.append(row)
+        return rows
     metric = "top1" if "top1" in seeds[0] else "auroc_mean"
     values = [s[metric] for s in seeds]
     row = base | {"metric": metric, "values": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
@@ -241,15 +256,28 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     cfg = config_from_dict(cfg.to_dict() | overrides | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
-    results = run_evaluations(model, cfg, dev, baseline=baseline, which=(command.replace("-", "_"),))
+    features: dict = {}
+    results = run_evaluations(model, cfg, dev, baseline=baseline, which=(command.replace("-", "_"),),
+                              features=features)
     metrics = {
         "command": command, "checkpoint": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
         "config": cfg.to_dict(), "environment": runs.environment(), "eval": results,
-        "timing": {"total_s": round(time.time() - t0, 2)},
+        "class_names": _class_names(cfg), "timing": {"total_s": round(time.time() - t0, 2)},
     }
     write_metrics(out_dir, metrics)
+    from vissl_lite.eval.report import write_report
+
+    report = write_report(out_dir, metrics, features, train_curves=run_dir / "train_curves.png")
     print(summary(metrics))
+    print(f"  report: {report}")
     return metrics
+
+
+def _class_names(cfg: RunConfig) -> list[str]:
+    try:
+        return load_split(cfg.data, "test", cfg.image_size, 0, cfg.val_fraction, "stream", progress=False).class_names
+    except Exception:  # names are decoration; never fail an evaluation over them
+        return []
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> Path:

@@ -1,0 +1,65 @@
+"""Collect the tables that medmnist_label_efficiency.sh produced into one JSON file and a markdown table.
+
+    python benchmarks/summarise_label_efficiency.py runs/label_efficiency > table.md
+Writes benchmarks/results/label_efficiency.json (rows of every set, protocol, init and label regime, with the
+machine they ran on).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+INIT = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratch": "scratch"}
+
+
+def collect(root: Path) -> dict:
+    sets = {}
+    for data in sorted(p for p in root.iterdir() if p.is_dir()):
+        rows, env, timing = [], None, {}
+        for command in ("linear_probe", "knn", "finetune"):
+            path = data / command / "metrics.json"
+            if not path.is_file():
+                continue
+            m = json.loads(path.read_text())
+            env = env or m["environment"]
+            timing[command] = m["timing"]["total_s"]
+            rows += [r for r in m["eval"]["table"] if r["protocol"] in ("linear_probe", "knn k=20", "finetune")]
+        pre = json.loads((data / "metrics.json").read_text())
+        timing["pretrain"] = pre["timing"]["pretrain_s"]
+        sets[data.name] = {"rows": rows, "environment": env, "seconds": timing,
+                           "pretraining": {k: pre["config"][k] for k in ("method", "backbone", "epochs", "image_size",
+                                                                           "batch_size")}}
+    return sets
+
+
+def markdown(sets: dict) -> str:
+    out = []
+    for name, s in sets.items():
+        regimes = sorted({(r["label_fraction"], r["regime"], r["n_train"]) for r in s["rows"]})
+        out.append(f"**{name}** (test top-1 % / macro AUROC, mean ± std over 3 seeds)\n")
+        out.append("| protocol | init | " + " | ".join(f"{g} ({n} labels)" for _, g, n in regimes) + " |")
+        out.append("|---|---|" + "---|" * len(regimes))
+        keys = []
+        for r in s["rows"]:
+            if (r["protocol"], r["init"]) not in keys:
+                keys.append((r["protocol"], r["init"]))
+        for protocol, init in keys:
+            cells = []
+            for frac, _, _ in regimes:
+                r = next(r for r in s["rows"] if (r["protocol"], r["init"], r["label_fraction"]) == (protocol, init,
+                                                                                                     frac))
+                auc = f" / {r['auroc_mean']:.1f}" if "auroc_mean" in r else ""
+                cells.append(f"{r['mean']:.2f} ± {r['std']:.2f}{auc}")
+            out.append(f"| {protocol.replace('_', ' ')} | {INIT.get(init, init)} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/label_efficiency")
+    sets = collect(root)
+    results = Path(__file__).parent / "results" / "label_efficiency.json"
+    results.write_text(json.dumps(sets, indent=2))
+    print(markdown(sets))

@@ -1,0 +1,210 @@
+"""Fine-tuning: optimisation, selection on validation, layer decay, initialisations, multi-label, reports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vissl_lite import runs
+from vissl_lite.backbones import create_backbone, load_weights_file
+from vissl_lite.cli import main
+from vissl_lite.config import ConfigError, make_config
+from vissl_lite.eval.finetune import build_optimizer, finetune, finetune_config, predict, schedule_lengths
+from vissl_lite.methods import Classifier
+from vissl_lite.train import pretrain
+
+FT = dict(image_size=16, batch_size=12, epochs=3, min_steps=0, progress=False, log_every=1, warmup_epochs=1)
+
+
+@pytest.fixture
+def gray_run(npz_gray, tmp_path):
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(npz_gray), out=str(run), image_size=16, batch_size=12, max_steps=2, probe=False,
+                         progress=False))
+    return run
+
+
+def _log(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_finetune_lowers_the_loss_and_keeps_the_best_weights_on_val(gray_run, tmp_path):
+    m = finetune(gray_run, out=tmp_path / "ft", baseline=False, **FT | {"epochs": 6, "lr": 2e-3})
+    sub = tmp_path / "ft" / "checkpoint" / "100pct" / "seed0"
+    log = _log(sub / "metrics.jsonl")
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0]
+    vals = [(r["step"], r["val_top1"]) for r in log if "val_top1" in r]
+    assert len(vals) == 6  # one check per epoch
+    best_step, best_val = max(vals, key=lambda v: (v[1], -v[0]))  # the first of the best
+    result = json.loads((sub / "result.json").read_text())
+    assert result["best_step"] == best_step and result["val_top1"] == pytest.approx(best_val, abs=1e-3)
+    # the saved model is the selected one: its val and test scores are those reported
+    cfg, model, ckpt = runs.load_run(sub)
+    assert ckpt["step"] == best_step and isinstance(model, Classifier)
+    splits = {s: __import__("vissl_lite.data", fromlist=["load_split"]).load_split(cfg.data, s, 16, 1)
+              for s in ("val", "test")}
+    logits, y = predict(model, splits["val"], cfg, torch.device("cpu"))
+    assert (logits.argmax(1) == y).float().mean().item() * 100 == pytest.approx(best_val, abs=1e-3)
+    logits, y = predict(model, splits["test"], cfg, torch.device("cpu"))
+    assert (logits.argmax(1) == y).float().mean().item() * 100 == pytest.approx(m["eval"]["finetune"]["top1"])
+
+
+def test_selection_ignores_test(gray_run, tmp_path, monkeypatch):
+    """Corrupting the test labels changes the reported number but not which weights were chosen."""
+    from vissl_lite.eval import finetune as ft_mod
+
+    first = finetune(gray_run, out=tmp_path / "a", baseline=False, **FT)
+    real = ft_mod.load_eval_splits
+
+    def flipped(*args, **kwargs):
+        splits = real(*args, **kwargs)
+        splits["test"].labels = (splits["test"].labels + 1) % 3
+        return splits
+
+    monkeypatch.setattr(ft_mod, "load_eval_splits", flipped)
+    second = finetune(gray_run, out=tmp_path / "b", baseline=False, **FT)
+    a, b = first["eval"]["finetune"], second["eval"]["finetune"]
+    assert a["per_seed"][0]["best_step"] == b["per_seed"][0]["best_step"] and a["val_top1"] == b["val_top1"]
+    assert a["top1"] != b["top1"]
+
+
+def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path):
+    kw = dict(out=tmp_path / "ft", label_fraction=[0.5, 1.0], seeds=2, **FT)
+    m1 = finetune(gray_run, **kw)
+    rows = m1["eval"]["table"]
+    assert {(r["init"], r["regime"]) for r in rows} == {(i, g) for i in ("checkpoint", "scratch")
+                                                        for g in ("50%", "100%")}
+    assert all(r["seeds"] == 2 and len(r["values"]) == 2 for r in rows)
+    assert m1["eval"]["by_regime"]["50%"]["finetune"]["n_train"] == [18, 18]
+    with pytest.raises(FileExistsError, match="--resume"):
+        finetune(gray_run, **kw)
+    redo = tmp_path / "ft" / "scratch" / "50pct" / "seed1"
+    before = (tmp_path / "ft" / "checkpoint" / "100pct" / "seed0" / "result.json").stat().st_mtime_ns
+    (redo / "result.json").unlink()
+    m2 = finetune(gray_run, resume=True, **kw)
+    assert (tmp_path / "ft" / "checkpoint" / "100pct" / "seed0" / "result.json").stat().st_mtime_ns == before
+    assert m2["eval"]["table"] == rows  # the re-run sub-run reproduces its numbers exactly
+
+
+def test_report_has_its_plots(gray_run, tmp_path):
+    assert main(["finetune", "--checkpoint", str(gray_run), "--out", str(tmp_path / "ft"), "--label-fraction",
+                 "0.5,1", "--epochs", "1", "--min-steps", "4", "--batch-size", "12", "--no-progress"]) == 0
+    report = (tmp_path / "ft" / "report.md").read_text()
+    for png in ("label_efficiency.png", "confusion_matrix.png", "embedding.png", "finetune_curves.png"):
+        assert f"]({png})" in report and (tmp_path / "ft" / png).stat().st_size > 5000
+    assert "| finetune | scratch | 50% |" in report and "Protocols" in report
+
+
+def test_linear_probe_and_knn_reports(gray_run):
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--label-fraction", "0.5,1", "--seeds", "2",
+                 "--probe-epochs", "3", "--no-progress"]) == 0
+    report = (gray_run / "linear_probe" / "report.md").read_text()
+    for png in ("label_efficiency.png", "confusion_matrix.png", "embedding.png"):
+        assert f"]({png})" in report
+    assert "](../train_curves.png)" in report
+    m = json.loads((gray_run / "linear_probe" / "metrics.json").read_text())["eval"]
+    assert {(r["init"], r["regime"]) for r in m["table"]} == {(i, g) for i in ("ssl", "random_init")
+                                                             for g in ("50%", "100%")}
+    assert main(["knn", "--checkpoint", str(gray_run), "--labels-per-class", "2,4", "--seeds", "2", "--knn-k", "3",
+                 "--no-progress"]) == 0
+    rows = json.loads((gray_run / "knn" / "metrics.json").read_text())["eval"]["table"]
+    assert {(r["protocol"], r["regime"], r["n_train"]) for r in rows} == {("knn k=3", "2/class", 6),
+                                                                         ("knn k=3", "4/class", 12)}
+    assert all(len(r["values"]) == 2 for r in rows)
+    assert not any("auroc_mean" in r for r in rows)  # this test split holds one class: AUROC is undefined, not 0
+    assert (gray_run / "knn" / "label_efficiency.png").is_file()
+
+
+def test_multilabel_finetune_reports_auroc(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (48, 16, 16), dtype=np.uint8)
+    y = np.random.default_rng(1).integers(0, 2, (48, 3))  # ChestMNIST-style (N, K) 0/1 labels
+    x[y[:, 0] == 1, :8] = 255
+    np.savez(tmp_path / "ml.npz", train_images=x, train_labels=y, val_images=x[:16], val_labels=y[:16],
+             test_images=x[-16:], test_labels=y[-16:])
+    m = finetune(init="scratch", data=str(tmp_path / "ml.npz"), out=tmp_path / "ft", **FT | {"epochs": 8})
+    r = m["eval"]["finetune"]
+    assert set(r["metrics"]) >= {"auroc_per_label", "ap_per_label", "auroc_mean", "map"}
+    assert r["metrics"]["auroc_per_label"][0] > 80 and "val_auroc_mean" in r
+    assert m["eval"]["table"][0]["metric"] == "auroc_mean"
+    report = (tmp_path / "ft" / "report.md").read_text()
+    assert "Per-label test AUROC" in report and "test mean AUROC" in report
+
+
+def test_layer_decay_scales_follow_depth():
+    backbone = create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4)
+    model = Classifier(backbone, num_classes=3)
+    cfg = make_config(backbone="vit_tiny_patch16_224", image_size=16, method="classifier", augment="crop_flip",
+                      method_args={"num_classes": 3}, lr=1e-3, weight_decay=0.05)
+    opt = build_optimizer(model, cfg, 0.5)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    depth = len(backbone.blocks)
+    assert scale[id(model.head.weight)] == 1.0
+    assert scale[id(backbone.blocks[-1].mlp.fc1.weight)] == pytest.approx(0.5)
+    assert scale[id(backbone.blocks[0].mlp.fc1.weight)] == pytest.approx(0.5 ** depth)
+    assert scale[id(backbone.patch_embed.proj.weight)] == pytest.approx(0.5 ** (depth + 1))
+    assert wd[id(backbone.blocks[0].norm1.weight)] == 0 and wd[id(backbone.pos_embed)] == 0
+    assert wd[id(model.head.weight)] == 0.05 and wd[id(model.head.bias)] == 0
+    assert len({id(p) for g in opt.param_groups for p in g["params"]}) == len(list(model.parameters()))
+
+
+def test_schedule_lengths_stretch_small_subsets():
+    cfg = make_config(method="classifier", augment="crop_flip", epochs=10, min_steps=100, warmup_epochs=1,
+                      method_args={"num_classes": 2})
+    assert schedule_lengths(37, cfg) == (370, 37)  # full data: epochs rule
+    assert schedule_lengths(1, cfg) == (100, 10)  # one batch of labels: min_steps rule, warmup keeps its 10%
+
+
+def test_mixup_classifier_trains_and_multilabel_mixup_is_refused():
+    torch.manual_seed(0)
+    model = Classifier(create_backbone("resnet18", img_size=16), num_classes=3, mixup=0.8, cutmix=1.0)
+    out = model([torch.randn(6, 3, 16, 16)], torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    with pytest.raises(ValueError, match="single-label"):
+        Classifier(create_backbone("resnet18", img_size=16), num_classes=3, multilabel=True, mixup=0.8)
+    with pytest.raises(ValueError, match="num_classes"):
+        Classifier(create_backbone("resnet18", img_size=16))
+
+
+def test_checkpoint_fixes_the_architecture(gray_run):
+    with pytest.raises(ConfigError, match="come.*from the checkpoint"):
+        finetune_config(gray_run, backbone="resnet34")
+    with pytest.raises(ConfigError, match="classifier"):
+        finetune_config(gray_run, method="simclr")
+    assert main(["finetune", "--init", "checkpoint", "--no-progress"]) == 2
+
+
+def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = __import__("timm").create_model("resnet18", num_classes=10)  # an "ImageNet" file with its fc
+    save_file(source.state_dict(), tmp_path / "r18.safetensors")
+    gray = create_backbone("resnet18", in_chans=1, img_size=224)
+    info = load_weights_file(gray, tmp_path / "r18.safetensors")
+    assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))  # 3 -> 1 channel: summed
+    assert torch.equal(gray.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    assert not info["missing"] and not info["skipped"]
+    small = create_backbone("resnet18", in_chans=3, img_size=32, small_input=True)
+    info = load_weights_file(small, tmp_path / "r18.safetensors")
+    assert info["skipped"] == ["conv1.weight (64, 3, 7, 7) vs (64, 3, 3, 3)"]  # said, not silently dropped
+    vit = create_backbone("vit_tiny_patch16_224", img_size=32)
+    with pytest.raises(ValueError, match="does not fit this backbone"):
+        load_weights_file(vit, tmp_path / "r18.safetensors")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pth"):
+        load_weights_file(gray, tmp_path / "bad.pth")
+
+
+def test_finetune_from_a_weights_file(npz_gray, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(),
+              tmp_path / "w.safetensors")
+    m = finetune(init_weights=tmp_path / "w.safetensors", data=str(npz_gray), out=tmp_path / "ft",
+                 **FT | {"epochs": 1})
+    assert m["inits"] == ["weights", "scratch"] and m["initialisation"]["weights"]["loaded"] > 50

@@ -1,0 +1,349 @@
+"""Fine-tuning: the whole network plus a linear head, trained through the same loop as pretraining (the
+``classifier`` method), from an SSL checkpoint, from scratch or from a local timm weights file.
+
+Protocol: timm's AdamW (biases and norms without weight decay; layer-wise lr decay for ViTs), warmup + cosine from
+timm's scheduler, label smoothing, optional mixup/cutmix (timm), drop path. The validation split is scored at up to
+25 evenly spaced points; the weights with the best validation score are kept and reported once on test. Each
+(init, label regime, seed) is its own sub-run in ``<out>/<init>/<regime>/seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from vissl_lite import runs
+from vissl_lite.augment import EvalView, build_augment
+from vissl_lite.backbones import is_vit, load_weights_file
+from vissl_lite.config import ConfigError, RunConfig, config_from_dict, load_recipe, parse_value, validate
+from vissl_lite.data import ImageSet, label_subset, make_loader
+from vissl_lite.eval.features import extract_features
+from vissl_lite.eval.metrics import classification_report, multilabel_report
+from vissl_lite.eval.probe import label_regimes, load_eval_splits, regime_name, table_rows, write_metrics
+
+INITS = ("checkpoint", "scratch", "weights")
+# What a checkpoint fixes: the architecture, its input, and (unless --data says otherwise) the data.
+ARCH_KEYS = ("backbone", "small_input", "patch_size", "image_size", "in_chans", "mean", "std")
+DATA_KEYS = ("data", "data_mode", "memory_limit_gb", "val_fraction")
+MAX_VAL_POINTS = 25
+
+
+def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetune", **overrides) -> RunConfig:
+    """The recipe, then (with a checkpoint) the run's architecture and data, then ``overrides``."""
+    values = load_recipe(recipe)
+    if checkpoint is not None:
+        saved = runs.load_checkpoint(checkpoint)["config"]
+        clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != saved[k]]
+        if clash:
+            fixed = ", ".join(f"{k}={saved[k]!r}" for k in clash)
+            raise ConfigError(f"{', '.join(clash)} come(s) from the checkpoint ({fixed}); drop the flag, or "
+                              "fine-tune from scratch (--init scratch without --checkpoint)")
+        values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS}
+    values |= overrides
+    if values.get("method") != "classifier":
+        raise ConfigError(f"fine-tuning trains the 'classifier' method, not '{values.get('method')}'; drop --method")
+    return validate(RunConfig(**{k: parse_value(k, v) for k, v in values.items()}))
+
+
+def resolved_layer_decay(cfg: RunConfig, backbone: nn.Module) -> float:
+    """``cfg.layer_decay``, or 0.75 for ViTs (MAE's ViT-B value) and 1.0 (off) for other backbones."""
+    if cfg.layer_decay is not None:
+        return cfg.layer_decay
+    return 0.75 if is_vit(backbone) else 1.0
+
+
+def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> torch.optim.Optimizer:
+    """timm's optimizer; biases and norms get no weight decay. With layer decay (< 1), timm's grouping gives each
+    backbone layer an ``lr_scale``; every backbone scale is multiplied once more by the decay so the head alone
+    runs at the full rate and the last block at ``decay`` times it, as in MAE's fine-tuning."""
+    kwargs = {"momentum": 0.9} if cfg.optimizer in ("sgd", "lars") else {}
+    if layer_decay >= 1.0:
+        return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    backbone = model.backbone
+    skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
+    groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, no_weight_decay_list=skip,
+                                      layer_decay=layer_decay)
+    for g in groups:
+        g["lr_scale"] = g.get("lr_scale", 1.0) * layer_decay
+    groups += [{"params": [model.head.weight], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+               {"params": [model.head.bias], "weight_decay": 0.0, "lr_scale": 1.0}]
+    return create_optimizer_v2(groups, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def schedule_lengths(n_batches: int, cfg: RunConfig) -> tuple[int, int]:
+    """(total steps, warmup steps): ``epochs`` over the labeled subset but at least ``min_steps``; warmup keeps
+    its share of the schedule (warmup_epochs / epochs) when min_steps stretches it."""
+    total = max(cfg.epochs * n_batches, cfg.min_steps)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warmup = round(total * cfg.warmup_epochs / cfg.epochs) if cfg.epochs else 0
+    return total, min(warmup, total - 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(logits, labels) over ``data`` through the eval view, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    view = EvalView(cfg.image_size, data.channels, cfg.mean, cfg.std).to(device)
+    logits, labels = extract_features(model.logits, data, view, device, progress=False)
+    model.train(was_training)
+    return logits, labels
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The selection metric: top-1 (single-label) or mean AUROC (multi-label), in percent."""
+    if labels.ndim == 2:
+        return multilabel_report(logits, labels)["auroc_mean"] or 0.0
+    return (logits.argmax(1) == labels).float().mean().item() * 100
+
+
+def report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    if labels.ndim == 2:
+        return multilabel_report(logits, labels)
+    return classification_report(logits.softmax(1), labels, num_classes)
+
+
+def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndarray | None, init_state: dict | None,
+                 out: Path, device: torch.device, save_model: bool = False, desc: str = "finetune",
+                 features: list | None = None) -> dict:
+    """Fine-tune once: ``cfg.seed`` fixes the head, data order and augmentation; ``train_idx`` picks the labeled
+    subset (None: all of train). Returns the test result of the weights chosen on validation; ``features``, when
+    given, receives the chosen model's (test features, labels) for the embedding plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    train = splits["train"] if train_idx is None else splits["train"].subset(train_idx)
+    channels = train.channels
+    mixing = cfg.method_args.get("mixup", 0) or cfg.method_args.get("cutmix", 0)
+    batch = min(cfg.batch_size, len(train))
+    batch -= batch % 2 if mixing else 0  # timm's batch mixer pairs images
+    loader = make_loader(train, batch, device, shuffle=True, drop_last=True, seed=cfg.seed,
+                         num_workers=cfg.num_workers)
+    total, warmup = schedule_lengths(len(loader), cfg)
+    model = runs.build_model(cfg, channels)  # seeded from cfg.seed: the head differs per seed
+    if init_state is not None:
+        model.backbone.load_state_dict(init_state)
+    model.to(device)
+    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, **cfg.augment_args).to(device)
+    decay = resolved_layer_decay(cfg, model.backbone)
+    optimizer = build_optimizer(model, cfg, decay)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup,
+                                  warmup_lr_init=cfg.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+    multilabel = train.multilabel
+    key = "val_auroc_mean" if multilabel else "val_top1"
+    every = len(loader) * max(1, math.ceil(total / len(loader) / MAX_VAL_POINTS))
+    best = {"score": -1.0, "step": 0, "state": None}
+
+    def validate_hook(step: int, is_last: bool) -> dict | None:
+        if step % every and not is_last:
+            return None
+        value = score(*predict(model, splits["val"], cfg, device))
+        if value > best["score"]:  # ties keep the earlier weights
+            best.update(score=value, step=step, state=copy.deepcopy({k: v.cpu() for k, v in
+                                                                     model.state_dict().items()}))
+        return {key: round(value, 3)}
+
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    from vissl_lite.train import _plot_curves, run_loop
+
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # timm's mixer draws from numpy
+    run_loop(model, model, loader, aug, optimizer, scheduler, cfg, 0, total, len(loader), out, [validate_hook],
+             desc=desc, checkpoint=False)
+    train_s = time.time() - t0
+    model.load_state_dict(best["state"])
+    num_classes = splits["train"].num_classes
+    test_logits, test_labels = predict(model, splits["test"], cfg, device)
+    test = report(test_logits, test_labels, num_classes)
+    head = {"auroc_mean": test["auroc_mean"], "map": test["map"]} if multilabel else {"top1": test["top1"]}
+    result = {**head, "split": "test", key: best["score"], "best_step": best["step"], "steps": total,
+              "warmup_steps": warmup, "batch_size": batch, "layer_decay": decay, "lr": cfg.lr, "seed": cfg.seed,
+              "n_train": len(train), "n_val": len(splits["val"]), "n_test": len(splits["test"]),
+              "metrics": test, "seconds": round(train_s, 1)}
+    if features is not None:
+        model.eval()
+        view = EvalView(cfg.image_size, channels, cfg.mean, cfg.std).to(device)
+        features.append(tuple(t.cpu() for t in extract_features(model.embed, splits["test"], view, device,
+                                                                progress=False)))
+    if save_model:
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, None, best["step"], cfg)
+    _plot_curves(out / "metrics.jsonl", out / "train_curves.png")
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
+    margs = cfg.method_args
+    mix = (f", mixup {margs.get('mixup', 0)} / cutmix {margs.get('cutmix', 0)}"
+           if margs.get("mixup") or margs.get("cutmix") else ", no mixup/cutmix")
+    return (f"full network + linear head (classifier method), {cfg.augment} augmentation {cfg.augment_args or ''}; "
+            f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, warmup {cfg.warmup_epochs:g}/{cfg.epochs} of the "
+            f"schedule then cosine (timm), {cfg.epochs} epochs and at least {cfg.min_steps} steps, batch "
+            f"<= {cfg.batch_size}; layer decay {decay:g}, drop path {cfg.drop_path:g}, label smoothing "
+            f"{margs.get('label_smoothing', 0.1):g}{mix}; weights chosen on the best val score of up to "
+            f"{MAX_VAL_POINTS} evenly spaced checks; reported once on test{pooling_note}")
+
+
+def finetune(checkpoint: str | Path | None = None, init: str | None = None, init_weights: str | Path | None = None,
+             out: str | Path | None = None, baseline: bool = True, recipe: str = "finetune", **overrides) -> dict:
+    """Fine-tune and compare with training from scratch; the Python twin of ``vissl-lite finetune``.
+
+    Args:
+        checkpoint: a pretraining run (folder or checkpoint.pt): its backbone initialises the network and its
+            config fixes the architecture and (unless ``data`` is given) the data.
+        init: 'checkpoint' (default with a checkpoint), 'weights' (default with init_weights) or 'scratch'.
+        init_weights: a local timm weights file for init='weights'.
+        out: output folder (default ``<run>/finetune``, or ``runs/finetune-<data>-<time>``).
+        baseline: also fine-tune from scratch (random init) with the same settings and seeds.
+        **overrides: config keys (data, epochs, lr, label_fraction, seeds, ...).
+
+    Returns:
+        the metrics dict written to ``<out>/metrics.json`` (``eval.finetune``, ``eval.finetune_scratch``,
+        ``eval.table``); ``<out>/report.md`` shows it.
+    """
+    t0 = time.time()
+    init = init or ("checkpoint" if checkpoint else "weights" if init_weights else "scratch")
+    if init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "checkpoint" and checkpoint is None:
+        raise ConfigError("--init checkpoint needs --checkpoint RUN (a pretraining run folder)")
+    if init == "weights" and not init_weights:
+        raise ConfigError("--init weights needs --init-weights FILE (a local timm .safetensors/.pth file)")
+    if init_weights and not Path(init_weights).is_file():
+        raise FileNotFoundError(f"--init-weights: no file at {init_weights}")
+    resume = bool(overrides.pop("resume", False))
+    cfg = finetune_config(checkpoint, recipe, **overrides)
+    device = runs.resolve_device(cfg.device)
+    if out is None and cfg.out:
+        out = cfg.out
+    if out is None:
+        out = (runs.find_checkpoint(checkpoint).parent / "finetune" if checkpoint else
+               Path("runs") / f"finetune-{Path(cfg.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(out)
+    if (out / "metrics.json").is_file() and not resume:
+        raise FileExistsError(f"{out} already holds a fine-tuning result; pass --resume to finish or reuse its "
+                              "sub-runs, or choose another --out")
+
+    # ---- initial weights
+    init_states: dict[str, dict | None] = {}
+    notes = {}
+    channels = cfg.in_chans
+    if init == "checkpoint":
+        _, pretrained, ckpt = runs.load_run(checkpoint)
+        channels = next(p.shape[1] for p in pretrained.backbone.parameters() if p.ndim == 4)
+        init_states["checkpoint"] = {k: v.clone() for k, v in pretrained.backbone.state_dict().items()}
+        notes["checkpoint"] = {"path": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
+                               "method": ckpt["config"]["method"]}
+    splits = load_eval_splits(config_from_dict(cfg.to_dict() | {"in_chans": channels}), channels)
+    channels = splits["train"].channels
+    if init == "weights":
+        backbone = runs.build_backbone(cfg, channels)
+        notes["weights"] = load_weights_file(backbone, init_weights)
+        init_states["weights"] = backbone.state_dict()
+    inits = [init] + (["scratch"] if baseline and init != "scratch" else [])
+    init_states.setdefault("scratch", None)
+
+    num_classes, multilabel = splits["train"].num_classes, splits["train"].multilabel
+    cfg = config_from_dict(cfg.to_dict() | {"in_chans": channels, "out": str(out), "method_args": cfg.method_args |
+                                            {"num_classes": num_classes, "multilabel": multilabel}})
+    regimes = label_regimes(cfg)
+    n_runs = len(inits) * len(regimes) * cfg.seeds
+    print(f"vissl-lite finetune: {cfg.backbone} on {splits['train'].name} ({len(splits['train'])} train / "
+          f"{len(splits['val'])} val / {len(splits['test'])} test, {num_classes} "
+          f"{'labels' if multilabel else 'classes'}, {channels}ch, {cfg.image_size}px); inits {', '.join(inits)}; "
+          f"label regimes "
+          f"{', '.join(regime_name(r) for r in regimes)}; {cfg.seeds} seed(s): {n_runs} fine-tuning runs on "
+          f"{device} -> {out}")
+    labels = splits["train"].labels.numpy()
+    results: dict[str, dict[str, list[dict]]] = {i: {regime_name(r): [] for r in regimes} for i in inits}
+    done = 0
+    embeddings: dict = {}
+    for name in inits:
+        for regime in regimes:
+            subset = regime["label_fraction"] < 1.0 or regime["labels_per_class"] > 0
+            for s in range(cfg.seeds):
+                seed = cfg.seed + s
+                sub = out / name / regime_name(regime).replace("/", "-per-").replace("%", "pct") / f"seed{seed}"
+                done += 1
+                if resume and (sub / "result.json").is_file():
+                    results[name][regime_name(regime)].append(json.loads((sub / "result.json").read_text()))
+                    continue
+                idx = label_subset(labels, regime["label_fraction"], regime["labels_per_class"], seed) \
+                    if subset else None
+                sub_cfg = config_from_dict(cfg.to_dict() | {"seed": seed, "out": str(sub)})
+                feats = [] if s == 0 and regime is regimes[-1] else None
+                r = finetune_one(sub_cfg, splits, idx, init_states[name], sub, device,
+                                 save_model=name == inits[0] and s == 0,
+                                 desc=f"[{done}/{n_runs}] {name} {regime_name(regime)} seed {seed}", features=feats)
+                if feats:
+                    embeddings[f"fine-tuned from {name}, {regime_name(regime)} labels"] = feats[0]
+                metric = "top1" if "top1" in r else "auroc_mean"
+                print(f"  [{done}/{n_runs}] {name:<10} {regime_name(regime):>8} seed {seed}: test {metric} "
+                      f"{r[metric]:.2f} (val {r['val_top1' if metric == 'top1' else 'val_auroc_mean']:.2f} at step "
+                      f"{r['best_step']}/{r['steps']}, n_train {r['n_train']}, {r['seconds']:.0f}s)")
+                results[name][regime_name(regime)].append(r)
+
+    decay = results[inits[0]][regime_name(regimes[-1])][0]["layer_decay"]
+    protocol = protocol_text(cfg, decay)
+    ev: dict = {}
+    by_regime: dict[str, dict] = {regime_name(r): {} for r in regimes}
+    rows = []
+    for name in inits:
+        key = "finetune" if name == inits[0] else f"finetune_{name}"
+        for regime in regimes:
+            agg = aggregate(results[name][regime_name(regime)], regime, cfg) | {"protocol": protocol, "init": name}
+            by_regime[regime_name(regime)][key] = agg
+            rows += table_rows(agg, "finetune", name)
+    ev.update(by_regime[regime_name(regimes[-1])])
+    if len(regimes) > 1:
+        ev["by_regime"] = by_regime
+    ev["table"] = rows
+    metrics = {"command": "finetune", "init": init, "inits": inits, "initialisation": notes,
+               "checkpoint": str(runs.find_checkpoint(checkpoint)) if checkpoint else None,
+               "config": cfg.to_dict(), "environment": runs.environment(), "eval": ev,
+               "class_names": splits["train"].class_names,
+               "timing": {"total_s": round(time.time() - t0, 1)}}
+    write_metrics(out, metrics)
+    from vissl_lite.eval.report import write_report
+
+    curves = {f"{name} {regime_name(r)}": out / name / regime_name(r).replace("/", "-per-").replace("%", "pct") /
+              f"seed{cfg.seed}" / "metrics.jsonl" for name in inits for r in regimes}
+    report_path = write_report(out, metrics, embeddings or None, finetune_logs=curves)
+    print(finetune_summary(metrics))
+    print(f"  report: {report_path}")
+    return metrics
+
+
+def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:
+    """The first seed's full result with headline numbers replaced by mean over seeds (+ ``_std``)."""
+    out = dict(per_seed[0])
+    heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
+    for k in heads:
+        out[k] = float(np.mean([r[k] for r in per_seed]))
+        out[k + "_std"] = float(np.std([r[k] for r in per_seed]))
+    out["per_seed"] = [{k: r[k] for k in heads} | ({"auroc": r["metrics"]["auroc_macro"]} if "top1" in r else {}) |
+                       {"best_step": r["best_step"]} for r in per_seed]
+    out["n_train"] = [r["n_train"] for r in per_seed]
+    out["label_regime"] = {"label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
+                           "name": regime_name(regime), "seeds": len(per_seed),
+                           "seed_values": [r["seed"] for r in per_seed]}
+    return out
+
+
+def finetune_summary(metrics: dict) -> str:
+    lines = []
+    for row in metrics["eval"]["table"]:
+        auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if "auroc_mean" in row else ""
+        lines.append(f"  finetune, {row['init']:<10} {row['regime']:>8} labels (n={row['n_train']:>5}): test "
+                     f"{row['metric']} {row['mean']:6.2f} +- {row['std']:.2f}{auc}  ({row['seeds']} seed(s))")
+    lines.append(f"  protocol: {metrics['eval']['table'] and next(iter(metrics['eval'].values()))['protocol']}")
+    return "\n".join(lines)
