@@ -205,7 +205,7 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
         lines += [f"Evaluation skipped: {ev['skipped']}", ""]
     if rows:
         lines += ["## Results (test split)", "", results_table(rows)]
-        png = plot_label_efficiency(rows, out / "label_efficiency.png", f"{cfg.get('data')}")
+        png = plot_label_efficiency(rows, out / "label_efficiency.png", Path(str(cfg.get("data"))).name)
         if png:
             lines += ["## Label efficiency", "", f"![label efficiency]({rel(png)})", ""]
     main = _main_result(ev)
