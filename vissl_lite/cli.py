@@ -1,4 +1,4 @@
-"""``vissl-lite``: pretrain | linear-probe | knn | finetune | reconstruct.
+"""``vissl-lite``: pretrain | linear-probe | knn | finetune | export | reconstruct.
 
 Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
 defaults. Run ``vissl-lite pretrain --help`` for the full list.
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--config", default="finetune", help="recipe [default: finetune]")
     _add_config_flags(ft)
 
+    ex = sub.add_parser("export", help="write a run's backbone weights as safetensors that timm loads",
+                        description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
+                        "file and print the timm.create_model call that loads them.")
+    ex.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt)")
+    ex.add_argument("--out", default="backbone.safetensors", help="file to write [default: backbone.safetensors]")
+
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
                         "reconstruction, de-normalised (with norm_pix_loss, each patch's statistics are undone).")
@@ -148,6 +154,23 @@ def _finetune(args: argparse.Namespace) -> None:
              recipe=args.config, **given)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from vissl_lite.runs import export_backbone
+
+    info = export_backbone(args.checkpoint, args.out)
+    print(f"wrote {info['file']} ({info['tensors']} tensors of {info['backbone']})")
+    if info["timm_kwargs"] is None:
+        print("This backbone uses the small-input ResNet stem, which timm.create_model cannot build. Load it with:\n"
+              "  from vissl_lite.backbones import create_backbone, load_weights_file\n"
+              f"  model = create_backbone({info['backbone']!r}, in_chans=..., img_size=..., small_input=True)\n"
+              f"  load_weights_file(model, {info['file']!r})")
+        return
+    extra = "".join(f", {k}={v!r}" for k, v in info["timm_kwargs"].items())
+    print("Load it with timm:\n  import timm\n"
+          f"  model = timm.create_model({info['backbone']!r}, pretrained=True, num_classes=0{extra},\n"
+          f"                            pretrained_cfg_overlay=dict(file={info['file']!r}))")
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from vissl_lite.eval.reconstruct import reconstruct
 
@@ -159,11 +182,11 @@ def _reconstruct(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vissl_lite.data import DataError
-    from vissl_lite.train import NonFiniteLossError
+    from vissl_lite.train import NonFiniteLossError, TrainingInterrupted
 
     try:
         commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
-                    "reconstruct": _reconstruct}
+                    "export": _export, "reconstruct": _reconstruct}
         commands[args.command](args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
@@ -171,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad method/augment arguments, unknown backbone, unlabeled data for a probe
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"vissl-lite {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"vissl-lite {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -94,7 +94,9 @@ class RunConfig:
     device: str = _f("auto", "auto picks cuda, then mps, then cpu.")
     out: str = _f("", "Run folder (default: runs/<method>-<data>-<time>).")
     resume: bool = _f(False, "Continue the run in --out from its last checkpoint.")
-    checkpoint_every: int = _f(500, "Write a checkpoint every N steps (and always at the end).")
+    checkpoint_every: int = _f(500, "Write a checkpoint every N steps (and always at the end, and on SIGTERM/SIGINT).")
+    keep_checkpoints: int = _f(1, "Keep the last K checkpoints: checkpoint.pt is the newest; K > 1 also keeps "
+                               "checkpoint-<step>.pt for the last K saves.")
     log_every: int = _f(20, "Log loss/lr/throughput to metrics.jsonl every N steps (the only host sync).")
     progress: bool = _f(True, "Show progress bars.")
     # evaluation after pretraining
@@ -290,7 +292,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         if patch and cfg.image_size % patch:
             raise ConfigError(f"image_size {cfg.image_size} is not a multiple of the ViT patch size {patch}; pick "
                               f"an image size divisible by {patch} or set --patch-size")
-    positive = ["image_size", "batch_size", "log_every", "checkpoint_every", "probe_epochs", "probe_batch_size"]
+    positive = ["image_size", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "probe_epochs",
+                "probe_batch_size"]
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {getattr(cfg, key)}")

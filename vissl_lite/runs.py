@@ -73,9 +73,10 @@ def _as_tuple(x):
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
-                    cfg: RunConfig) -> None:
+                    cfg: RunConfig, keep: int = 1) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
-    under the real name."""
+    under the real name. ``keep`` > 1 also keeps ``<stem>-<step>.pt`` snapshots of the last ``keep`` saves (hard
+    links to the same data where the file system allows, so the newest costs no extra space)."""
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
@@ -96,6 +97,21 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if keep > 1:
+        _snapshot(path, step, keep)
+
+
+def _snapshot(path: Path, step: int, keep: int) -> None:
+    snap = path.with_name(f"{path.stem}-{step:08d}{path.suffix}")
+    snap.unlink(missing_ok=True)
+    try:
+        os.link(path, snap)
+    except OSError:  # no hard links here: copy
+        import shutil
+
+        shutil.copyfile(path, snap)
+    for old in sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))[:-keep]:
+        old.unlink()
 
 
 def find_checkpoint(run: str | Path) -> Path:
@@ -154,3 +170,43 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
+    """The ``timm.create_model`` keyword arguments that rebuild this run's backbone, or None when timm cannot
+    express it (the small-input ResNet stem)."""
+    from vissl_lite.backbones import is_vit_name
+
+    small = cfg.image_size <= 64 if cfg.small_input is None else cfg.small_input
+    kwargs: dict = {"in_chans": in_chans}
+    if is_vit_name(cfg.backbone):
+        if small or cfg.patch_size:
+            kwargs["patch_size"] = cfg.patch_size or 4
+        kwargs["img_size"] = cfg.image_size
+    elif small:
+        return None
+    return kwargs
+
+
+def export_backbone(run: str | Path, out: str | Path) -> dict:
+    """Write the run's backbone weights as safetensors (atomically), with the settings needed to rebuild it in
+    the file's metadata. Returns ``{"file", "backbone", "timm_kwargs", "tensors"}``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    cfg, model, ckpt = load_run(run)
+    backbone = model.backbone
+    in_chans = next(p.shape[1] for p in backbone.parameters() if p.ndim == 4)
+    kwargs = timm_kwargs(cfg, in_chans)
+    state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+    meta = {"format": "pt", "vissl_lite": __version__, "backbone": cfg.backbone, "method": cfg.method,
+            "step": str(ckpt["step"]), "image_size": str(cfg.image_size), "in_chans": str(in_chans),
+            "small_input": json.dumps(cfg.small_input), "patch_size": str(cfg.patch_size),
+            "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(cfg.mean), "std": json.dumps(cfg.std)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, out)
+    return {"file": str(out), "backbone": cfg.backbone, "timm_kwargs": kwargs, "tensors": len(state)}

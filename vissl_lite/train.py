@@ -8,8 +8,11 @@ the next checkpoint would be written, so the last checkpoint on disk is always a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +33,37 @@ IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT stopped training at a step boundary (after writing a checkpoint when the run keeps one)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Turn SIGTERM/SIGINT into a flag the loop checks after each step, so a kill from a scheduler or Ctrl-C ends
+    on a step boundary with a checkpoint instead of mid-write. Off the main thread, signals cannot be caught and
+    the flag stays down."""
+    flag = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(signum, frame):
+        if flag["signum"] is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    previous = {s: signal.signal(s, request) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
@@ -228,56 +262,74 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                leave=desc == "pretrain")
     t_log, seen, last_good = time.time(), 0, step
     epoch = step // steps_per_epoch
-    while step < total:
-        loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
-        for x, y in loader:
-            scheduler.step_update(step)
-            lr = max(group["lr"] for group in optimizer.param_groups)
-            views = aug(x)  # list of (B, C, S, S) float
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs = train_model(views, y)
-            loss = outputs["loss"]
-            bad_loss |= ~torch.isfinite(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
-                    bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            seen += x.shape[0] * dist.world_size()
-            bar.update(1)
-            is_last = step >= total
-            if step % cfg.log_every == 0 or is_last:
-                _check_finite(bad_loss, last_good, step, out, checkpoint)
-                now = time.time()
-                record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                          **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
-                          "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
-                t_log, seen = now, 0
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                if main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-            for hook in hooks:
-                extra = hook(step, is_last)
-                if extra and main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps({"step": step, "epoch": round(step / steps_per_epoch, 3), **extra}) + "\n")
-            if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
-                _check_finite(bad_loss, last_good, step, out, checkpoint)
-                if main:
-                    runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg)
-                last_good = step
-            if is_last:
-                break
-        epoch += 1
-    _check_finite(bad_loss, last_good, step, out, checkpoint)
+    with _stop_requests() as stop:
+        while step < total:
+            loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
+            for x, y in loader:
+                scheduler.step_update(step)
+                lr = max(group["lr"] for group in optimizer.param_groups)
+                views = aug(x)  # list of (B, C, S, S) float
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    outputs = train_model(views, y)
+                loss = outputs["loss"]
+                bad_loss |= ~torch.isfinite(loss.detach())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.clip_grad > 0:
+                    scaler.unscale_(optimizer)
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
+                        bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                seen += x.shape[0] * dist.world_size()
+                bar.update(1)
+                is_last = step >= total
+                if step % cfg.log_every == 0 or is_last:
+                    _check_finite(bad_loss, last_good, step, out, checkpoint)
+                    now = time.time()
+                    record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                              **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
+                              "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
+                    t_log, seen = now, 0
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                    if main:
+                        _append(log_path, record)
+                for hook in hooks:
+                    extra = hook(step, is_last)
+                    if extra and main:
+                        _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
+                if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
+                    _check_finite(bad_loss, last_good, step, out, checkpoint)
+                    if main:
+                        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
+                    last_good = step
+                if stop["signum"] is not None and not is_last:
+                    _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss)
+                if is_last:
+                    break
+            epoch += 1
+        _check_finite(bad_loss, last_good, step, out, checkpoint)
     bar.close()
     return step
+
+
+def _append(log_path: Path, record: dict) -> None:
+    with open(log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, model, optimizer, cfg: RunConfig,
+          out: Path, bad_loss: torch.Tensor) -> None:
+    name = signal.Signals(signum).name
+    if not checkpoint:
+        raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint", signum)
+    _check_finite(bad_loss, last_good, step, out, checkpoint)
+    if last_good != step and main:
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
+    raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
+                              f"'vissl-lite pretrain --out {out} --resume'", signum)
 
 
 class _KnnMonitor:

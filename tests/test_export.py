@@ -1,0 +1,55 @@
+"""Export: backbone weights as safetensors that timm.create_model(pretrained=True, pretrained_cfg_overlay=...)
+loads, giving the same features as the run's own backbone."""
+
+import json
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+
+from vissl_lite import runs
+from vissl_lite.cli import main
+from vissl_lite.config import make_config
+from vissl_lite.train import pretrain
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(backbone="resnet18", small_input=False, in_chans=1),  # grayscale ResNet
+    dict(method="mae", augment="crop_flip", backbone="vit_tiny_patch16_224",
+         method_args={"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}),  # ViT, patch 4 at 16 px
+])
+def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(npz_gray), out=str(run), image_size=16, batch_size=12, max_steps=2, probe=False,
+                         progress=False, **overrides))
+    out = tmp_path / "backbone.safetensors"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "timm.create_model" in printed
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+        assert not any(k.startswith(("projector", "decoder")) for k in f.keys())
+    kwargs = json.loads(meta["timm_kwargs"])
+    model = timm.create_model(meta["backbone"], pretrained=True, num_classes=0, **kwargs,
+                              pretrained_cfg_overlay=dict(file=str(out))).eval()
+    _, trained, _ = runs.load_run(run)
+    x = torch.randn(4, kwargs["in_chans"], 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained.eval().embed(x), atol=1e-5)
+
+
+def test_small_input_resnet_export_says_how_to_load(npz_gray, tmp_path, capsys):
+    from vissl_lite.backbones import create_backbone, load_weights_file
+
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(npz_gray), out=str(run), image_size=16, batch_size=12, max_steps=1, probe=False,
+                         progress=False, small_input=True))
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert "small-input" in capsys.readouterr().out
+    model = create_backbone("resnet18", in_chans=1, img_size=16, small_input=True)
+    assert not load_weights_file(model, tmp_path / "b.safetensors")["missing"]
+    _, trained, _ = runs.load_run(run)
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), trained.eval().embed(x), atol=1e-5)

@@ -1,0 +1,91 @@
+"""Runs killed from outside: SIGTERM/SIGINT stop on a step boundary with a checkpoint; SIGKILL at a random step
+loses nothing that --resume cannot redo exactly. Each case runs the real CLI in a child process."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vissl_lite import runs
+from vissl_lite.config import make_config
+from vissl_lite.train import pretrain
+
+# test_resnet: timm's tiny ResNet, so a checkpoint every 2 steps costs little
+ARGS = ["--backbone", "test_resnet", "--image-size", "16", "--batch-size", "12", "--epochs", "20", "--log-every", "1",
+        "--checkpoint-every", "2", "--no-probe", "--no-progress", "--warmup-epochs", "1"]
+
+
+def _start(npz, out, *extra):
+    cmd = [sys.executable, "-m", "vissl_lite.cli", "pretrain", "--data", str(npz), "--out", str(out), *ARGS, *extra]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_step(proc, log, step, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        if log.is_file():
+            lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+            if lines and lines[-1]["step"] >= step:
+                return
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("run did not reach the step in time")
+
+
+def _straight(npz, out):
+    cfg = make_config(data=str(npz), out=str(out), backbone="test_resnet", image_size=16, batch_size=12, epochs=20,
+                      log_every=1,
+                      checkpoint_every=2, probe=False, progress=False, warmup_epochs=1)
+    pretrain(cfg)
+    return runs.load_checkpoint(out)["model"], cfg
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_write_a_checkpoint_and_resume_exactly(npz_gray, tmp_path, sig):
+    torch.set_num_threads(1)  # the child runs on one thread: same arithmetic
+    straight, cfg = _straight(npz_gray, tmp_path / "straight")
+    run = tmp_path / "killed"
+    proc = _start(npz_gray, run)
+    _wait_for_step(proc, run / "metrics.jsonl", 5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"{signal.Signals(sig).name} at step" in err and "--resume" in err
+    saved = runs.load_checkpoint(run)
+    assert 5 <= saved["step"] < 60  # stopped early, on the step it reached (not only on a checkpoint_every step)
+    pretrain(make_config(**cfg.to_dict() | {"out": str(run), "resume": True}))
+    resumed = runs.load_checkpoint(run)["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items())
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(npz_gray, tmp_path):
+    torch.set_num_threads(1)
+    straight, cfg = _straight(npz_gray, tmp_path / "straight")
+    run = tmp_path / "killed"
+    at = random.Random().randint(3, 55)  # a different step on every run of the suite
+    proc = _start(npz_gray, run)
+    _wait_for_step(proc, run / "metrics.jsonl", at)
+    proc.kill()
+    proc.wait()
+    assert runs.load_checkpoint(run)["step"] <= 60  # the last complete checkpoint loads (atomic writes)
+    pretrain(make_config(**cfg.to_dict() | {"out": str(run), "resume": True}))
+    resumed = runs.load_checkpoint(run)["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items()), f"killed near step {at}"
+
+
+def test_keep_last_k_checkpoints(npz_gray, tmp_path):
+    pretrain(make_config(data=str(npz_gray), out=str(tmp_path / "r"), image_size=16, batch_size=12, max_steps=7,
+                         checkpoint_every=2, keep_checkpoints=2, probe=False, progress=False))
+    snaps = sorted(p.name for p in (tmp_path / "r").glob("checkpoint-*.pt"))
+    assert snaps == ["checkpoint-00000006.pt", "checkpoint-00000007.pt"]
+    assert runs.load_checkpoint(tmp_path / "r" / snaps[0])["step"] == 6
+    assert runs.load_checkpoint(tmp_path / "r")["step"] == 7
