@@ -48,3 +48,26 @@ def test_two_rank_ntxent_equals_single_process():
     for r in range(2):
         assert torch.allclose(out[r][1], weight.grad, atol=1e-5)  # equal across ranks and to one process
     assert not dist.is_distributed()  # this process never joined a group
+
+
+def test_torchrun_cli_two_processes(npz_gray, tmp_path):
+    """The documented launch: torchrun + the CLI, gloo on CPU; rank 0 alone writes the run folder."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "vissl_lite.cli", "pretrain", "--data", str(npz_gray), "--out", str(out), "--backbone", "test_resnet",
+           "--image-size", "16", "--batch-size", "6", "--max-steps", "4", "--log-every", "1", "--no-probe",
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x2" in proc.stdout and proc.stdout.count("vissl-lite pretrain:") == 1  # rank 0 alone prints
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # one writer: no duplicated lines
+    from vissl_lite import runs
+
+    assert runs.load_checkpoint(out)["step"] == 4

@@ -46,10 +46,25 @@ def cleanup() -> None:
         tdist.destroy_process_group()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums each rank's gradient for every gathered slice and hands each rank the
+    slice of its own input (torch.distributed.nn's all_gather, which is deprecated, does the same)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = [torch.empty_like(x) for _ in range(tdist.get_world_size())]
+        tdist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(grads)
+        tdist.all_reduce(stacked)  # every rank's loss depends on every slice
+        return stacked[tdist.get_rank()]
+
+
 def all_gather_with_grad(x: torch.Tensor) -> list[torch.Tensor]:
     """Tensors of every rank; the gradient flows back to each rank's own tensor."""
     if not is_distributed():
         return [x]
-    from torch.distributed.nn.functional import all_gather
-
-    return list(all_gather(x))
+    return list(_GatherWithGrad.apply(x))
