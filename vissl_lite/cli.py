@@ -81,12 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "learning-rate sweep picked on the validation split, report test top-1. Writes "
                         "<out>/metrics.json with eval.linear_probe and eval.linear_probe_random_init.")
     _add_eval_flags(lp, ("probe_epochs", "probe_lrs", "probe_batch_size", "seed", "label_fraction",
-                         "labels_per_class", "seeds"), "linear_probe")
+                         "labels_per_class", "seeds", "on_bad_file"), "linear_probe")
     kn = sub.add_parser("knn", help="weighted kNN on a pretrained run's frozen features (and a random-init baseline)",
                         description="L2-normalised frozen features; the k nearest train features vote with weight "
                         "exp(cos/T); test top-1 for each k. Writes <out>/metrics.json with eval.knn and "
                         "eval.knn_random_init.")
-    _add_eval_flags(kn, ("knn_k", "knn_temperature", "seed", "label_fraction", "labels_per_class", "seeds"), "knn")
+    _add_eval_flags(kn, ("knn_k", "knn_temperature", "seed", "label_fraction", "labels_per_class", "seeds",
+                         "on_bad_file"), "knn")
 
     ft = sub.add_parser("finetune", help="fine-tune the whole network with a classifier head (vs from scratch)",
                         description="Fine-tune backbone + linear head through the training loop, select the weights "

@@ -26,6 +26,7 @@ CHOICES = {
     "data_mode": ("auto", "memory", "stream"),
     "augment": ("simclr", "crop_flip", "eval"),
     "amp": ("auto", "bf16", "fp16", "off"),
+    "on_bad_file": ("error", "skip"),
 }
 
 
@@ -65,6 +66,8 @@ class RunConfig:
                         "memory-limit-gb. Array formats (npz, CIFAR, idx) are always in memory.")
     memory_limit_gb: float = _f(4.0, "Largest decoded dataset (GB) that 'auto' keeps on the device.")
     num_workers: int = _f(2, "DataLoader workers for the streaming path.")
+    on_bad_file: str = _f("error", "Image folders: 'error' stops at the first unreadable file and names it; 'skip' "
+                          "leaves unreadable files out and reports how many.")
     val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
                              "has no validation split.")
     augment: str = _f("simclr", "Augmentation recipe for pretraining views.")

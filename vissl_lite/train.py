@@ -123,7 +123,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # ---- data: decoded once, kept on the device (or streamed for large folders)
     torch.manual_seed(cfg.seed)
     train_set = load_split(cfg.data, "train", cfg.image_size, cfg.in_chans, cfg.val_fraction, cfg.data_mode,
-                           cfg.memory_limit_gb, cfg.progress and main)
+                           cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file)
+    if train_set.skipped and main:
+        print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
     channels = train_set.channels
     loader = make_loader(train_set, cfg.batch_size, device, shuffle=True, drop_last=True, seed=cfg.seed,
                          num_workers=cfg.num_workers, rank=dist.rank(), world_size=dist.world_size())
@@ -182,7 +184,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     train_s = time.time() - t_train
 
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
-               "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set))}
+               "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set)),
+               "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
     if main:
         _plot_curves(log_path, out / "train_curves.png")
         if hasattr(model, "reconstruct"):

@@ -43,6 +43,7 @@ class ImageSet:
     class_names: list[str] = field(default_factory=list)
     images: torch.Tensor | None = None
     files: list[Path] | None = None
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (--on-bad-file skip)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -195,12 +196,16 @@ def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[n
 
 def load_split(spec: str, split: str = "train", image_size: int = 32, channels: int = 0,
                val_fraction: float = 0.1, data_mode: str = "auto", memory_limit_gb: float = 4.0,
-               progress: bool = True) -> ImageSet:
+               progress: bool = True, on_bad_file: str = "error") -> ImageSet:
     """Load one split of ``spec`` at ``image_size`` with ``channels`` (0: the data's own).
 
     Data without a validation split gets a seeded, stratified one carved from train (``val_fraction``); an image
     folder without split folders also gets a test split carved the same way, so probes never see train data.
+    ``on_bad_file``: 'error' stops at the first unreadable image file and names it; 'skip' leaves such files out
+    and lists them in ``ImageSet.skipped``.
     """
+    if on_bad_file not in ("error", "skip"):
+        raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split '{split}'; valid: train, val, test")
     fmt, loc = parse_spec(spec)
@@ -211,7 +216,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         class_names = list(shapes.CLASS_NAMES)
     elif fmt == "folder":
         return _folder_split(Path(loc), name, split, image_size, channels, val_fraction, data_mode,
-                             memory_limit_gb, progress)
+                             memory_limit_gb, progress, on_bad_file)
     else:
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
@@ -233,7 +238,7 @@ def _num_classes(fmt: str, loc: str) -> int:
 
 
 def _folder_split(root: Path, name: str, split: str, image_size: int, channels: int, val_fraction: float,
-                  data_mode: str, memory_limit_gb: float, progress: bool) -> ImageSet:
+                  data_mode: str, memory_limit_gb: float, progress: bool, on_bad_file: str = "error") -> ImageSet:
     tree = readers.read_folder(root)
     files, labels, class_names = tree["train"]
     unlabeled = bool((labels < 0).all())
@@ -251,19 +256,46 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         files, labels = [files[i] for i in carved[split]], labels[carved[split]]
     else:
         files, labels = tree[split][0], tree[split][1]
-    channels = channels or _folder_channels(tree["train"][0])  # one channel count for every split
+    skip = on_bad_file == "skip"
+    channels = channels or _folder_channels(tree["train"][0], skip)  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
-    common = dict(name=name, split=split, labels=torch.from_numpy(labels), channels=channels,
-                  image_size=image_size, num_classes=num_classes, class_names=list(class_names))
+    common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
+                  class_names=list(class_names))
     nbytes = len(files) * channels * image_size * image_size
-    if data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9):
-        return ImageSet(files=list(files), **common)
-    bar = tqdm(files, desc=f"decode {name}/{split}", disable=not progress or len(files) < 500, leave=False)
-    images = torch.stack([readers.decode_image(f, image_size, channels) for f in bar])
-    return ImageSet(images=images, **common)
+    stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
+    bar = tqdm(files, desc=f"{'check' if stream else 'decode'} {name}/{split}",
+               disable=not progress or len(files) < 500 or (stream and not skip), leave=False)
+    keep, decoded, skipped = [], [], []
+    for i, f in enumerate(bar):
+        if stream and not skip:
+            keep.append(i)  # streaming decodes later; a bad file stops the run there, named
+            continue
+        try:
+            if stream:
+                readers.check_image(f)
+            else:
+                decoded.append(readers.decode_image(f, image_size, channels))
+            keep.append(i)
+        except DataError:
+            if not skip:
+                raise
+            skipped.append(str(f))
+    if not keep:
+        raise DataError(f"every image of {root} ({split}) is unreadable; first: {skipped[0]}")
+    labels = torch.from_numpy(labels[keep])
+    if stream:
+        return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, **common)
+    return ImageSet(images=torch.stack(decoded), labels=labels, skipped=skipped, **common)
 
 
-def _folder_channels(files: list[Path], samples: int = 16) -> int:
+def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 16) -> int:
     """3 if any of up to ``samples`` files spread over the folder is in colour, else 1 (pass --in-chans to force)."""
     step = max(1, len(files) // samples)
-    return max(readers.image_channels(f) for f in files[::step][:samples])
+    found = []
+    for f in files[::step][:samples]:
+        try:
+            found.append(readers.image_channels(f))
+        except DataError:
+            if not skip_bad:
+                raise
+    return max(found, default=3)

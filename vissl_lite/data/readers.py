@@ -187,7 +187,18 @@ def image_channels(file: Path) -> int:
         with Image.open(file) as im:
             return 1 if im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1") else 3
     except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot open image {file} ({e}); remove or replace the file") from e
+        raise DataError(f"cannot open image {file} ({e}); remove or replace the file, or pass "
+                        "--on-bad-file skip") from e
+
+
+def check_image(file: Path) -> None:
+    """Raise DataError naming ``file`` unless PIL can open it and its data verifies (no full decode)."""
+    try:
+        with Image.open(file) as im:
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
+                        "--on-bad-file skip") from e
 
 
 def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
@@ -205,8 +216,9 @@ def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
                 im = Image.fromarray(np.clip(arr / full * 255.0 + 0.5, 0, 255).astype(np.uint8))
             im = im.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise DataError(f"cannot decode image {file} ({e}); remove or replace the file") from e
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
+                        "--on-bad-file skip") from e
     t = torch.from_numpy(arr.copy())
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
     return resize_center_crop(t[None], size)[0]

@@ -24,16 +24,21 @@ from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
 def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = None) -> dict[str, ImageSet]:
     """Labeled train/val/test splits of ``cfg.data``, or a ValueError that says why not. ``train``: the train
     split when the caller already loaded it (pretraining has), so it is not decoded twice."""
+    loaded = ["val", "test"] + (["train"] if train is None else [])  # pretraining reports its own train split
     if train is None:
         train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
-                           cfg.memory_limit_gb, cfg.progress)
+                           cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file)
     if not train.labeled:
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
                          "with --data")
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
-                                   cfg.memory_limit_gb, cfg.progress)
+                                   cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file)
+    for name in loaded:
+        data = splits[name]
+        if data.skipped:
+            print(f"  note: skipped {len(data.skipped)} unreadable {name} file(s), e.g. {data.skipped[0]}")
     for name, data in splits.items():
         if len(data) == 0 or (data.labels < 0).any():
             raise ValueError(f"the {name} split of {cfg.data} is {'empty' if len(data) == 0 else 'unlabeled'}; "
@@ -249,7 +254,8 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     allowed = {"probe_epochs", "probe_lrs", "probe_batch_size", "progress", "data_mode", "memory_limit_gb",
-               "val_fraction", "seed", "knn_k", "knn_temperature", "label_fraction", "labels_per_class", "seeds"}
+               "val_fraction", "seed", "knn_k", "knn_temperature", "label_fraction", "labels_per_class", "seeds",
+               "on_bad_file"}
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")

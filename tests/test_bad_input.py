@@ -1,0 +1,124 @@
+"""Bad input: every case either loads correctly or fails with an error that names the file and the fix."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vissl_lite.cli import main
+from vissl_lite.config import ConfigError, make_config
+from vissl_lite.data import DataError, load_split
+from vissl_lite.data.readers import decode_image
+
+
+def _tree(root, n=6, size=12):
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((size, size, 3), 40 if c == "a" else 200, np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _truncate(path, keep=40):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_truncated_and_fake_images_error_or_skip(tmp_path, mode):
+    root = _tree(tmp_path / "t")
+    _truncate(root / "a" / "0.png")
+    (root / "b" / "fake.jpg").write_text("this is a text file with an image name")
+    (root / "b" / "notes.txt").write_text("not an image: ignored by extension")
+    with pytest.raises(DataError, match=r"(0\.png|fake\.jpg).*--on-bad-file skip"):
+        data = load_split(str(root), "train", 8, data_mode=mode, progress=False)
+        if mode == "stream":  # streaming decodes in the loader: the bad file fails there, named
+            [decode_image(f, 8, 3) for f in data.files]
+    splits = [load_split(str(root), s, 8, data_mode=mode, progress=False, on_bad_file="skip")
+              for s in ("train", "val", "test")]
+    skipped = sorted(name.rsplit("/", 1)[-1] for d in splits for name in d.skipped)
+    assert skipped == ["0.png", "fake.jpg"]
+    assert sum(len(d) for d in splits) == 12 - 1  # 13 image-named files, 2 bad; notes.txt never listed
+    for d in splits:
+        assert len(d.labels) == len(d.images if d.images is not None else d.files)
+
+
+def test_skip_is_reported_by_pretrain(tmp_path, capsys):
+    root = tmp_path / "t"
+    for split in ("train", "val", "test"):  # explicit splits: the bad file is in train for sure
+        _tree(root / split, n=6)
+    _truncate(root / "train" / "a" / "3.png")
+    assert main(["pretrain", "--data", str(root), "--out", str(tmp_path / "r"), "--image-size", "8", "--batch-size",
+                 "4", "--max-steps", "1", "--no-probe", "--no-progress", "--on-bad-file", "skip"]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["skipped_files"]["count"] == 1 and m["skipped_files"]["files"][0].endswith("3.png")
+    assert m["train"]["train_images"] == 11
+    assert "skipped 1 unreadable train file" in capsys.readouterr().out
+    assert main(["pretrain", "--data", str(root), "--out", str(tmp_path / "r2"), "--image-size", "8",
+                 "--max-steps", "1", "--no-probe", "--no-progress"]) == 2  # default: stop, naming the file
+    assert "3.png" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="on_bad_file"):
+        make_config(on_bad_file="ignore")
+
+
+def test_every_file_bad_and_empty_folder(tmp_path):
+    (tmp_path / "bad").mkdir()
+    for i in range(3):
+        (tmp_path / "bad" / f"{i}.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="every image"):
+        load_split(str(tmp_path / "bad"), "train", 8, on_bad_file="skip")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_split(str(tmp_path / "empty"), "train", 8)
+
+
+def test_palette_alpha_16bit_and_one_channel_files(tmp_path):
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((10, 10, 3), 90, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        tmp_path / "pal.png")
+    ramp = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)  # 0..59400: needs 16 bits
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((10, 10), 77, np.uint8)).save(tmp_path / "gray.png")
+    assert decode_image(tmp_path / "rgba.png", 10, 3)[:, 0, 0].tolist() == [200, 0, 0]
+    assert decode_image(tmp_path / "pal.png", 10, 3)[:, 0, 0].tolist() == [90, 90, 90]
+    deep = decode_image(tmp_path / "deep.png", 10, 1)[0].flatten().to(torch.int32)
+    assert deep.tolist() == sorted(deep.tolist()) and deep[-1] > 200  # order kept, full range used
+    assert decode_image(tmp_path / "gray.png", 10, 3).shape == (3, 10, 10)  # one channel -> three on request
+    assert decode_image(tmp_path / "rgba.png", 10, 1).shape == (1, 10, 10)  # three -> one on request
+
+
+def test_small_images_extreme_aspect_ratio_and_exif_rotation(tmp_path):
+    Image.fromarray(np.full((4, 4, 3), 50, np.uint8)).save(tmp_path / "tiny.png")
+    assert decode_image(tmp_path / "tiny.png", 16, 3).shape == (3, 16, 16)  # smaller than the crop: upsampled
+    strip = np.zeros((6, 300, 3), np.uint8)
+    strip[:, 149:151] = 255  # a thin white bar at the centre of a 50:1 strip
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    out = decode_image(tmp_path / "strip.png", 8, 3)
+    assert out.shape == (3, 8, 8) and out[0, 4, 4] > 120 and out[0, 4, 0] < 30  # centre crop keeps the bar
+    img = np.zeros((8, 16, 3), np.uint8)
+    img[:, :8] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", exif=exif, quality=100)
+    (tmp_path / "rot.jpg").write_bytes(buf.getvalue())
+    shown = decode_image(tmp_path / "rot.jpg", 8, 1)[0].float()
+    assert shown[:4].mean() > 200 and shown[4:].mean() < 50  # after rotation, white is on top
+
+
+def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
+    np.savez(tmp_path / "nokeys.npz", images=np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="nokeys.npz"):
+        load_split(str(tmp_path / "nokeys.npz"), "train", 8)
+    np.savez(tmp_path / "shape.npz", train_images=np.zeros((4, 8), np.uint8), train_labels=np.zeros(4))
+    with pytest.raises(DataError, match="shape.npz"):
+        load_split(str(tmp_path / "shape.npz"), "train", 8)
+    np.savez(tmp_path / "count.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros(3))
+    with pytest.raises(DataError, match="count.npz"):
+        load_split(str(tmp_path / "count.npz"), "train", 8)
+    with pytest.raises(ConfigError, match="in_chans"):
+        make_config(in_chans=2)
