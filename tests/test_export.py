@@ -53,3 +53,37 @@ def test_small_input_resnet_export_says_how_to_load(npz_gray, tmp_path, capsys):
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), trained.eval().embed(x), atol=1e-5)
+
+
+class _Payload:  # any class: loading it needs arbitrary unpickling
+    pass
+
+
+def test_unsafe_or_corrupt_checkpoints_are_refused(tmp_path):
+    torch.save({"model": {}, "step": 0, "config": {}, "extra": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(RuntimeError, match="(?s)evil.pt.*arbitrary unpickling"):
+        runs.load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(RuntimeError, match="broken.pt"):
+        runs.load_checkpoint(tmp_path / "broken.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(RuntimeError, match="not a vissl-lite checkpoint"):
+        runs.load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(npz_gray, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(npz_gray), out=str(run), backbone="test_resnet", image_size=16, batch_size=12,
+                         max_steps=2, probe=False, progress=False))
+    before = (run / "checkpoint.pt").read_bytes()
+    _, model, _ = runs.load_run(run)
+    cfg = runs.load_run(run)[0]
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        runs.save_checkpoint(run / "checkpoint.pt", model, None, 3, cfg)
+    assert (run / "checkpoint.pt").read_bytes() == before and not list(run.glob(".*tmp"))
