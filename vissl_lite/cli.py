@@ -32,8 +32,11 @@ _PRETRAIN_ONLY_HELP = {"config": "Recipe: a name shipped with the package or a p
                                  "(default: <method>_quickstart; with --resume, the run's own config.yaml)."}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = RunConfig().to_dict()
+def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None) -> None:
+    """One flag per RunConfig field; the help shows ``recipe``'s value where the recipe sets one."""
+    from vissl_lite.config import load_recipe
+
+    defaults = RunConfig().to_dict() | (load_recipe(recipe) if recipe else {})
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind, _ = _base_type(name)
@@ -104,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "--init weights; 1<->3 channel stems and ViT position embeddings are adapted")
     ft.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="also fine-tune from scratch with the same settings and seeds [default: on]")
-    ft.add_argument("--config", default="finetune", help="recipe [default: finetune]")
-    _add_config_flags(ft)
+    ft.add_argument("--config", default="finetune", help="recipe [default: finetune]; with --checkpoint, the "
+                    "backbone, image size, channels, normalisation and data come from the run")
+    _add_config_flags(ft, recipe="finetune")
 
     ex = sub.add_parser("export", help="write a run's backbone weights as safetensors that timm loads",
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "

@@ -76,7 +76,7 @@ class RunConfig:
     mean: list = _f([], "Per-channel normalisation mean (empty: ImageNet's; its average for one channel).")
     std: list = _f([], "Per-channel normalisation std (empty: ImageNet's; its average for one channel).")
     # optimisation
-    epochs: int = _f(100, "Pretraining epochs over the train split.")
+    epochs: int = _f(100, "Epochs over the train split (pretraining; fine-tuning: over the labeled subset).")
     max_steps: int = _f(0, "Train at most this many steps; the lr schedule spans them (0: all epochs). "
                      "Handy for smoke tests.")
     batch_size: int = _f(256, "Images per step (SimCLR sees 2x this many views).")
