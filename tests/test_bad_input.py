@@ -122,3 +122,21 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
         load_split(str(tmp_path / "count.npz"), "train", 8)
     with pytest.raises(ConfigError, match="in_chans"):
         make_config(in_chans=2)
+
+
+def test_truncated_jpeg_is_caught_before_streaming(tmp_path):
+    root = _tree(tmp_path / "t", n=4, size=32)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (root / "a" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # header intact, data cut
+    data = load_split(str(root), "train", 8, data_mode="stream", progress=False, on_bad_file="skip")
+    assert [p.rsplit("/", 1)[-1] for p in data.skipped] == ["cut.jpg"]
+    assert all(decode_image(f, 8, 3).shape == (3, 8, 8) for f in data.files)
+
+
+def test_a_split_carved_empty_is_empty_not_a_crash(tmp_path, capsys):
+    root = _tree(tmp_path / "t", n=2)  # 2 per class: test takes one of each, nothing is left for val
+    assert len(load_split(str(root), "val", 8, progress=False)) == 0
+    assert main(["pretrain", "--data", str(root), "--out", str(tmp_path / "r"), "--image-size", "8", "--batch-size",
+                 "2", "--max-steps", "1", "--no-progress"]) == 0
+    assert "evaluation skipped" in capsys.readouterr().out

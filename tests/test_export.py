@@ -87,3 +87,10 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(npz_gray, tm
     with pytest.raises(OSError, match="disk full"):
         runs.save_checkpoint(run / "checkpoint.pt", model, None, 3, cfg)
     assert (run / "checkpoint.pt").read_bytes() == before and not list(run.glob(".*tmp"))
+
+
+def test_timm_kwargs_only_give_up_on_the_small_resnet_stem():
+    assert runs.timm_kwargs(make_config(backbone="resnet18", image_size=32, small_input=True), 3) is None
+    assert runs.timm_kwargs(make_config(backbone="convnext_atto", image_size=32), 1) == {"in_chans": 1}
+    assert runs.timm_kwargs(make_config(backbone="vit_tiny_patch16_224", image_size=32, small_input=None), 3) == {
+        "in_chans": 3, "patch_size": 4, "img_size": 32}

@@ -86,6 +86,10 @@ def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path):
     m2 = finetune(gray_run, resume=True, **kw)
     assert (tmp_path / "ft" / "checkpoint" / "100pct" / "seed0" / "result.json").stat().st_mtime_ns == before
     assert m2["eval"]["table"] == rows  # the re-run sub-run reproduces its numbers exactly
+    assert (tmp_path / "ft" / "embedding.png").is_file()  # reused sub-runs keep their features
+    with pytest.raises(ConfigError, match="other settings.*epochs"):
+        finetune(gray_run, resume=True, **kw | {"epochs": 5})
+
 
 
 def test_report_has_its_plots(gray_run, tmp_path):
@@ -155,6 +159,9 @@ def test_schedule_lengths_stretch_small_subsets():
                       method_args={"num_classes": 2})
     assert schedule_lengths(37, cfg) == (370, 37)  # full data: epochs rule
     assert schedule_lengths(1, cfg) == (100, 10)  # one batch of labels: min_steps rule, warmup keeps its 10%
+    only_steps = make_config(method="classifier", augment="crop_flip", epochs=0, max_steps=7, min_steps=0,
+                             warmup_epochs=0, method_args={"num_classes": 2})
+    assert schedule_lengths(5, only_steps) == (7, 0)
 
 
 def test_mixup_classifier_trains_and_multilabel_mixup_is_refused():

@@ -89,3 +89,28 @@ def test_keep_last_k_checkpoints(npz_gray, tmp_path):
     assert snaps == ["checkpoint-00000006.pt", "checkpoint-00000007.pt"]
     assert runs.load_checkpoint(tmp_path / "r" / snaps[0])["step"] == 6
     assert runs.load_checkpoint(tmp_path / "r")["step"] == 7
+
+
+def test_sigterm_to_the_process_group_with_streaming_workers(png_tree, tmp_path):
+    """A scheduler signals the whole group: the DataLoader workers must leave the stop to the main process."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vissl_lite.cli", "pretrain", "--data", str(png_tree), "--out", str(run),
+           "--data-mode", "stream", "--num-workers", "2", "--backbone", "test_resnet", "--image-size", "16",
+           "--batch-size", "4", "--epochs", "50", "--log-every", "1", "--checkpoint-every", "1000", "--no-probe",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    _wait_for_step(proc, run / "metrics.jsonl", 3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]
+    assert 3 <= runs.load_checkpoint(run)["step"] < 300
+
+
+def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
+    from vissl_lite.train import _truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n{"step": 3, "lo')
+    _truncate_log(log, 2)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from torch import nn
 
@@ -183,8 +184,8 @@ def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
         if small or cfg.patch_size:
             kwargs["patch_size"] = cfg.patch_size or 4
         kwargs["img_size"] = cfg.image_size
-    elif small:
-        return None
+    elif small and timm.models.model_entrypoint(cfg.backbone).__module__.endswith(".resnet"):
+        return None  # only ResNets get the small-input stem, which timm.create_model cannot build
     return kwargs
 
 

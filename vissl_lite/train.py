@@ -308,14 +308,32 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                     if main:
                         runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
                     last_good = step
-                if stop["signum"] is not None and not is_last:
+                if _stop_requested(stop, step, cfg.log_every):
                     _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss)
                 if is_last:
                     break
             epoch += 1
         _check_finite(bad_loss, last_good, step, out, checkpoint)
+        if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
+            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss)
     bar.close()
     return step
+
+
+def _stop_requested(stop: dict, step: int, log_every: int) -> bool:
+    """Whether to stop after this step. Across processes the ranks agree (MAX over their flags) at log steps, so
+    every rank stops on the same step instead of one waiting forever in the next all-reduce."""
+    if not dist.is_distributed():
+        return stop["signum"] is not None
+    if step % log_every:
+        return False
+    import torch.distributed as tdist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([stop["signum"] or 0], device=device)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    stop["signum"] = int(flag.item()) or None
+    return stop["signum"] is not None
 
 
 def _append(log_path: Path, record: dict) -> None:
@@ -327,7 +345,8 @@ def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, 
           out: Path, bad_loss: torch.Tensor) -> None:
     name = signal.Signals(signum).name
     if not checkpoint:
-        raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint", signum)
+        raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
+                                  signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step and main:
         runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
@@ -381,7 +400,13 @@ def _check_resume(cfg: RunConfig, saved: dict) -> None:
 def _truncate_log(log_path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from; they will be logged again."""
     if log_path.is_file() and dist.is_main():
-        keep = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        keep = []
+        for line in log_path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
+                continue
         log_path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -280,12 +280,13 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
             if not skip:
                 raise
             skipped.append(str(f))
-    if not keep:
+    if skipped and not keep:
         raise DataError(f"every image of {root} ({split}) is unreadable; first: {skipped[0]}")
     labels = torch.from_numpy(labels[keep])
     if stream:
         return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, **common)
-    return ImageSet(images=torch.stack(decoded), labels=labels, skipped=skipped, **common)
+    images = torch.stack(decoded) if decoded else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
+    return ImageSet(images=images, labels=labels, skipped=skipped, **common)
 
 
 def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 16) -> int:

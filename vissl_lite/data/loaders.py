@@ -86,6 +86,15 @@ class _EpochSampler(torch.utils.data.Sampler):
         return self.n // self.world_size
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGINT/SIGTERM to the main process, which stops on a step boundary with a checkpoint; a
+    signal sent to the whole process group (Ctrl-C, a scheduler's kill) must not kill them first."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class StreamLoader:
     """Decode files in ``num_workers`` processes; uint8 batches cross to the device with pinned memory."""
 
@@ -100,7 +109,7 @@ class StreamLoader:
                                  persistent_workers=num_workers > 0,
                                  # its own generator: making an iterator must not draw from the global RNG, or
                                  # a resumed run's augmentation stream would drift from the uninterrupted one
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(seed), worker_init_fn=_ignore_stop_signals)
         if drop_last and len(self.loader) == 0:
             raise ValueError(f"{data.name}/{data.split} has fewer images than one batch of {batch_size}; "
                              "lower --batch-size")

@@ -192,10 +192,11 @@ def image_channels(file: Path) -> int:
 
 
 def check_image(file: Path) -> None:
-    """Raise DataError naming ``file`` unless PIL can open it and its data verifies (no full decode)."""
+    """Raise DataError naming ``file`` unless PIL decodes it completely (a header check alone misses truncated
+    JPEGs)."""
     try:
         with Image.open(file) as im:
-            im.verify()
+            im.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e

@@ -29,6 +29,7 @@ from vissl_lite.data import ImageSet, label_subset, make_loader
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.metrics import classification_report, multilabel_report
 from vissl_lite.eval.probe import label_regimes, load_eval_splits, regime_name, table_rows, write_metrics
+from vissl_lite.train import TrainingInterrupted
 
 INITS = ("checkpoint", "scratch", "weights")
 # What a checkpoint fixes: the architecture, its input, and (unless --data says otherwise) the data.
@@ -82,9 +83,11 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> tor
 def schedule_lengths(n_batches: int, cfg: RunConfig) -> tuple[int, int]:
     """(total steps, warmup steps): ``epochs`` over the labeled subset but at least ``min_steps``; warmup keeps
     its share of the schedule (warmup_epochs / epochs) when min_steps stretches it."""
-    total = max(cfg.epochs * n_batches, cfg.min_steps)
+    total = max(cfg.epochs * n_batches, cfg.min_steps) or cfg.max_steps  # epochs 0: max_steps alone
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
+    if total < 1:
+        raise ConfigError("fine-tuning would run 0 steps; set --epochs or --min-steps above 0")
     warmup = round(total * cfg.warmup_epochs / cfg.epochs) if cfg.epochs else 0
     return total, min(warmup, total - 1)
 
@@ -174,11 +177,18 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
         view = EvalView(cfg.image_size, channels, cfg.mean, cfg.std).to(device)
         features.append(tuple(t.cpu() for t in extract_features(model.embed, splits["test"], view, device,
                                                                 progress=False)))
+        torch.save({"features": features[-1][0], "labels": features[-1][1]}, out / "test_features.pt")
     if save_model:
         runs.save_checkpoint(out / runs.CHECKPOINT, model, None, best["step"], cfg)
     _plot_curves(out / "metrics.jsonl", out / "train_curves.png")
+    result["config"] = _identity(cfg)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _identity(cfg: RunConfig) -> dict:
+    """The settings that make a sub-run what it is (what --resume compares)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress", "resume", "device")}
 
 
 def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
@@ -274,16 +284,28 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                 seed = cfg.seed + s
                 sub = out / name / regime_name(regime).replace("/", "-per-").replace("%", "pct") / f"seed{seed}"
                 done += 1
+                sub_cfg = config_from_dict(cfg.to_dict() | {"seed": seed, "out": str(sub)})
+                feats = [] if s == 0 and regime is regimes[-1] else None
                 if resume and (sub / "result.json").is_file():
-                    results[name][regime_name(regime)].append(json.loads((sub / "result.json").read_text()))
+                    r = json.loads((sub / "result.json").read_text())
+                    _check_same(r.get("config", {}), _identity(sub_cfg), sub)
+                    results[name][regime_name(regime)].append(r)
+                    if feats is not None and (sub / "test_features.pt").is_file():
+                        saved = torch.load(sub / "test_features.pt", weights_only=True)
+                        embeddings[f"fine-tuned from {name}, {regime_name(regime)} labels"] = (saved["features"],
+                                                                                               saved["labels"])
                     continue
                 idx = label_subset(labels, regime["label_fraction"], regime["labels_per_class"], seed) \
                     if subset else None
-                sub_cfg = config_from_dict(cfg.to_dict() | {"seed": seed, "out": str(sub)})
-                feats = [] if s == 0 and regime is regimes[-1] else None
-                r = finetune_one(sub_cfg, splits, idx, init_states[name], sub, device,
-                                 save_model=name == inits[0] and s == 0,
-                                 desc=f"[{done}/{n_runs}] {name} {regime_name(regime)} seed {seed}", features=feats)
+                try:
+                    r = finetune_one(sub_cfg, splits, idx, init_states[name], sub, device,
+                                     save_model=name == inits[0] and s == 0,
+                                     desc=f"[{done}/{n_runs}] {name} {regime_name(regime)} seed {seed}",
+                                     features=feats)
+                except TrainingInterrupted as e:
+                    raise TrainingInterrupted(f"{e}. The {done - 1} finished fine-tuning runs are kept in {out}; "
+                                              "run the same command with --resume to do only the rest",
+                                              e.signum) from None
                 if feats:
                     embeddings[f"fine-tuned from {name}, {regime_name(regime)} labels"] = feats[0]
                 metric = "top1" if "top1" in r else "auroc_mean"
@@ -321,6 +343,14 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     print(finetune_summary(metrics))
     print(f"  report: {report_path}")
     return metrics
+
+
+def _check_same(saved: dict, now: dict, sub: Path) -> None:
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
+        raise ConfigError(f"--resume: {sub} was made with other settings ({detail}); resume with the same "
+                          "settings, or use another --out")
 
 
 def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:

@@ -222,8 +222,10 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
                   for i, a in enumerate(per)] + [""]
     if features:
         png = plot_embedding(features, out / "embedding.png", names)
-        lines += ["## Test features in 2-D", "", "First two principal components of the frozen test features, "
-                  "coloured by class.", "", f"![embedding]({rel(png)})", ""]
+        source = ("the fine-tuned models' test features" if metrics.get("command") == "finetune" else
+                  "the frozen test features")
+        lines += ["## Test features in 2-D", "", f"First two principal components of {source}, coloured by class.",
+                  "", f"![embedding]({rel(png)})", ""]
     curves = []
     if train_curves is not None and Path(train_curves).is_file():
         curves.append(("pretraining (loss, lr, method scalars, online kNN if on)", Path(train_curves)))
