@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+DICOM_EXTENSIONS = {".dcm", ".dicom"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
+                    *DICOM_EXTENSIONS}
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
@@ -181,8 +183,72 @@ def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]
     return out
 
 
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError as e:
+        raise DataError("reading DICOM files needs pydicom: pip install 'vissl-lite[medical]' (or pip install "
+                        "pydicom)") from e
+    return pydicom
+
+
+def read_dicom(file: Path) -> np.ndarray:
+    """One DICOM image as uint8 (H, W) (grayscale) or (H, W, 3) (colour), windowed for display:
+
+    1. stored values -> modality values (rescale slope and intercept, or the modality LUT);
+    2. the file's VOI LUT, or its first window centre/width, or else the 0.5-99.5 percentile range, mapped
+       linearly to 0-255 (values outside are clipped);
+    3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
+
+    Multi-frame files are refused: each frame would be a separate image.
+    """
+    pydicom = _pydicom()
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(file)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise DataError(f"{file} holds {frames} frames; vissl-lite reads one image per file. Split it into "
+                            "single-frame files first (e.g. with pydicom), or leave it out")
+        arr = ds.pixel_array
+    except DataError:
+        raise
+    except Exception as e:  # pydicom raises many types for broken files and missing pixel data
+        raise DataError(f"cannot read DICOM {file} ({type(e).__name__}: {e}); remove or replace the file, or pass "
+                        "--on-bad-file skip") from e
+    if int(ds.get("SamplesPerPixel", 1)) == 3:  # colour (RGB, YBR converted by pydicom): scale to 8 bits
+        arr = arr.astype(np.float64)
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        return np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds).astype(np.float64)
+        lo, hi = float(values.min()), float(values.max())
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        centre, width = ds.WindowCenter, ds.WindowWidth
+        centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        lo, hi = centre - width / 2, centre + width / 2
+    else:
+        lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return (scaled * 255 + 0.5).astype(np.uint8)
+
+
 def image_channels(file: Path) -> int:
-    """1 for grayscale files (L, I;16, I, F, 1, LA), else 3."""
+    """1 for grayscale files (L, I;16, I, F, 1, LA; single-sample DICOM), else 3."""
+    if file.suffix.lower() in DICOM_EXTENSIONS:
+        try:
+            ds = _pydicom().dcmread(file, stop_before_pixels=True)
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"cannot read DICOM {file} ({e}); remove or replace the file, or pass --on-bad-file "
+                            "skip") from e
+        return 3 if int(ds.get("SamplesPerPixel", 1)) == 3 else 1
     try:
         with Image.open(file) as im:
             return 1 if im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1") else 3
@@ -192,8 +258,11 @@ def image_channels(file: Path) -> int:
 
 
 def check_image(file: Path) -> None:
-    """Raise DataError naming ``file`` unless PIL decodes it completely (a header check alone misses truncated
+    """Raise DataError naming ``file`` unless it decodes completely (a header check alone misses truncated
     JPEGs)."""
+    if file.suffix.lower() in DICOM_EXTENSIONS:
+        read_dicom(file)
+        return
     try:
         with Image.open(file) as im:
             im.load()
@@ -206,6 +275,15 @@ def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
     """Decode one file to uint8 ``(channels, size, size)``: EXIF rotation applied, short side resized to ``size``
     (antialiased), centre crop. 16-bit files are scaled to 8 bits by 65535 when any value exceeds 255 (else by
     255): a dark 16-bit image whose values stay below 256 is read as 8-bit."""
+    if file.suffix.lower() in DICOM_EXTENSIONS:
+        arr = read_dicom(file)
+        if arr.ndim == 2 and channels == 3:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        elif arr.ndim == 3 and channels == 1:
+            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+        return resize_center_crop(t[None], size)[0]
     try:
         with Image.open(file) as im:
             im = ImageOps.exif_transpose(im)

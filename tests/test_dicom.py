@@ -1,0 +1,92 @@
+"""DICOM: files written with pydicom in the test; rescale, windowing, MONOCHROME1, multi-frame, and a folder of
+DICOM files through pretraining and the probe with no conversion step."""
+
+import json
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom", reason="DICOM support is the optional 'medical' extra (pip install pydicom)")
+
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+from vissl_lite.cli import main  # noqa: E402
+from vissl_lite.data import DataError, load_split  # noqa: E402
+from vissl_lite.data.readers import decode_image, read_dicom  # noqa: E402
+
+
+def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric="MONOCHROME2", frames=1):
+    """A CT-like 16-bit unsigned DICOM file."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    pixels = np.asarray(pixels, dtype=np.uint16)
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_rescale_then_window(tmp_path):
+    # stored 824..1224 -> HU = 2 * stored - 2048 = -400..400; window centre 0, width 400 shows -200..200
+    stored = np.array([[824, 924, 1024], [1074, 1124, 1224]])
+    out = read_dicom(write_dicom(tmp_path / "ct.dcm", stored, slope=2, intercept=-2048, window=(0, 400)))
+    hu = 2 * stored - 2048
+    expected = np.clip((hu + 200) / 400, 0, 1) * 255 + 0.5
+    assert out.dtype == np.uint8 and np.array_equal(out, expected.astype(np.uint8))
+    assert out[0, 0] == 0 and out[1, 2] == 255 and out[0, 2] == 128  # clipped below, clipped above, the centre
+
+
+def test_monochrome1_is_inverted_and_no_window_uses_percentiles(tmp_path):
+    ramp = np.arange(64).reshape(8, 8) * 50
+    mono2 = read_dicom(write_dicom(tmp_path / "m2.dcm", ramp))
+    mono1 = read_dicom(write_dicom(tmp_path / "m1.dcm", ramp, photometric="MONOCHROME1"))
+    assert np.array_equal(mono1.astype(int), 255 - mono2.astype(int))
+    flat = mono2.flatten().astype(int)
+    assert flat.tolist() == sorted(flat.tolist()) and flat[0] == 0 and flat[-1] == 255  # order kept, range used
+
+
+def test_multiframe_and_broken_files_are_named(tmp_path):
+    two = np.zeros((2, 4, 4))
+    with pytest.raises(DataError, match="2 frames"):
+        read_dicom(write_dicom(tmp_path / "cine.dcm", two, frames=2))
+    (tmp_path / "bad.dcm").write_bytes(b"DICM but not really")
+    with pytest.raises(DataError, match="bad.dcm"):
+        decode_image(tmp_path / "bad.dcm", 8, 1)
+
+
+def test_a_dicom_folder_pretrains_and_probes_with_no_conversion(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "scans"
+    for c, level in (("normal", 300), ("lesion", 3000)):
+        for i in range(12):
+            img = rng.integers(0, 200, (20, 20)) + level
+            write_dicom(root / c / f"{i}.dcm", img, slope=1, intercept=-1024, window=(500, 3000))
+    train = load_split(str(root), "train", 16, progress=False)
+    assert train.channels == 1 and train.num_classes == 2 and train.images.shape[1:] == (1, 16, 16)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(root), "--out", str(out), "--image-size", "16", "--batch-size", "8",
+                 "--max-steps", "2", "--probe-epochs", "5", "--knn-k", "3", "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # one window for every file keeps the two intensity levels apart (a per-file percentile window would not)
+    assert m["eval"]["linear_probe"]["top1"] == 100.0
+
+
+def test_missing_pydicom_says_how_to_install(tmp_path, monkeypatch):
+    path = write_dicom(tmp_path / "x.dcm", np.zeros((4, 4)))
+    monkeypatch.setitem(__import__("sys").modules, "pydicom", None)
+    with pytest.raises(DataError, match=r"vissl-lite\[medical\]"):
+        read_dicom(path)
