@@ -2,7 +2,7 @@
 
     python benchmarks/summarise_label_efficiency.py runs/label_efficiency > table.md
 Writes benchmarks/results/label_efficiency.json (rows of every set, protocol, init and label regime, with the
-machine they ran on).
+machine they ran on) and docs/label_efficiency_<set>.png.
 """
 
 from __future__ import annotations
@@ -62,4 +62,10 @@ if __name__ == "__main__":
     sets = collect(root)
     results = Path(__file__).parent / "results" / "label_efficiency.json"
     results.write_text(json.dumps(sets, indent=2))
+    from vissl_lite.eval.report import plot_label_efficiency
+
+    docs = Path(__file__).parents[1] / "docs"
+    for name, s in sets.items():  # one figure per set: every protocol, SSL (solid) against baseline (dashed)
+        plot_label_efficiency(s["rows"], docs / f"label_efficiency_{name}.png",
+                              f"{name}: test top-1, mean ± std over 3 seeds")
     print(markdown(sets))

@@ -52,7 +52,7 @@ def plot_label_efficiency(rows: list[dict], png: Path, title: str = "") -> Path 
     if all(len(v) < 2 for v in series.values()):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.2, 4.2))
     styles = {"ssl": "-", "checkpoint": "-", "weights": "-.", "random_init": "--", "scratch": "--"}
     colours = {}
     for (protocol, init), pts in series.items():
@@ -66,7 +66,7 @@ def plot_label_efficiency(rows: list[dict], png: Path, title: str = "") -> Path 
     metric = rows[0]["metric"]
     ax.set_ylabel({"top1": "test top-1 (%)", "auroc_mean": "test mean AUROC"}.get(metric, metric))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines stay visible
     ax.set_title(title or "label efficiency", fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
