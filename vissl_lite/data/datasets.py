@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vissl_lite.data import readers, shapes
 from vissl_lite.data.readers import DataError
 
-FORMATS = ("shapes", "npz", "cifar", "idx", "folder")
+FORMATS = ("shapes", "npz", "cifar", "idx", "folder", "csv")
 SPLIT_SEED = 0  # carved validation splits are the same for every run seed, so runs stay comparable
 
 
@@ -81,7 +81,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if path.is_file():
         if path.suffix == ".npz":
             return "npz", str(path)
-        raise DataError(f"--data {spec}: cannot tell the format of this file; expected a .npz (or prefix npz:)")
+        if path.suffix == ".csv":
+            return "csv", str(path)
+        raise DataError(f"--data {spec}: cannot tell the format of this file; expected a .npz or a labels .csv "
+                        "(or a prefix npz:, csv:)")
     if readers.is_cifar_dir(path):
         return "cifar", str(path)
     if readers.is_idx_dir(path):
@@ -214,7 +217,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     if fmt == "shapes":
         images, labels = shapes.shapes_split(split, size=image_size)
         class_names = list(shapes.CLASS_NAMES)
-    elif fmt == "folder":
+    elif fmt in ("folder", "csv"):
         return _folder_split(Path(loc), name, split, image_size, channels, val_fraction, data_mode,
                              memory_limit_gb, progress, on_bad_file)
     else:
@@ -239,7 +242,7 @@ def _num_classes(fmt: str, loc: str) -> int:
 
 def _folder_split(root: Path, name: str, split: str, image_size: int, channels: int, val_fraction: float,
                   data_mode: str, memory_limit_gb: float, progress: bool, on_bad_file: str = "error") -> ImageSet:
-    tree = readers.read_folder(root)
+    tree = readers.read_csv(root) if root.suffix == ".csv" else readers.read_folder(root)
     files, labels, class_names = tree["train"]
     unlabeled = bool((labels < 0).all())
     if unlabeled and split not in tree:

@@ -238,6 +238,62 @@ def read_dicom(file: Path) -> np.ndarray:
     return (scaled * 255 + 0.5).astype(np.uint8)
 
 
+def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
+    """A CSV that labels image files: a ``path`` column (relative to the CSV's folder, or absolute), an optional
+    ``split`` column (train / val / test), and the labels:
+
+    - one other column: single-label; its values are class names (sorted), or integers used as they are;
+    - several other columns: multi-label, one 0/1 column per label (the header names the labels).
+
+    Returns ``{split: (files, labels, class_names)}`` like :func:`read_folder`.
+    """
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read labels CSV {path} ({e})") from e
+    if not rows or "path" not in rows[0]:
+        raise DataError(f"{path} needs a header with a 'path' column and label column(s), e.g. 'path,label'")
+    label_cols = [c for c in rows[0] if c not in ("path", "split")]
+    if not label_cols:
+        raise DataError(f"{path} has no label column; add one ('path,label') or use the image folder itself")
+    files = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}; paths are "
+                        "relative to the CSV's folder")
+    try:
+        if len(label_cols) == 1:
+            values = [r[label_cols[0]].strip() for r in rows]
+            if all(v.lstrip("-").isdigit() for v in values):
+                labels = np.array([int(v) for v in values], dtype=np.int64)
+                class_names = [str(c) for c in range(int(labels.max()) + 1)]
+            else:
+                class_names = sorted(set(values))
+                labels = np.array([class_names.index(v) for v in values], dtype=np.int64)
+        else:
+            labels = np.array([[float(r[c]) for c in label_cols] for r in rows], dtype=np.float32)
+            if not np.isin(labels, (0.0, 1.0)).all():
+                raise ValueError("multi-label columns must hold 0 or 1")
+            class_names = label_cols
+    except (ValueError, TypeError) as e:
+        raise DataError(f"bad label in {path} ({e})") from e
+    splits = [r.get("split", "").strip().lower() or "train" for r in rows]
+    unknown = sorted(set(splits) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"{path}: unknown split value(s) {unknown}; use train, val or test")
+    out = {}
+    for name in ("train", "val", "test"):
+        idx = [i for i, s in enumerate(splits) if s == name]
+        if idx:
+            out[name] = ([files[i] for i in idx], labels[idx], class_names)
+    if "train" not in out:
+        raise DataError(f"{path} has no training rows (split column empty or 'train')")
+    return out
+
+
 def image_channels(file: Path) -> int:
     """1 for grayscale files (L, I;16, I, F, 1, LA; single-sample DICOM), else 3."""
     if file.suffix.lower() in DICOM_EXTENSIONS:

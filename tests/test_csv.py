@@ -1,0 +1,55 @@
+"""Labels from a CSV next to the images: single-label with class names, multi-label columns, splits."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vissl_lite.data import DataError, load_split
+from vissl_lite.eval.finetune import finetune
+
+
+def _images(root, n):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(n):
+        level = 40 if i % 2 else 200
+        Image.fromarray((rng.integers(0, 30, (12, 12)) + level).astype(np.uint8)).save(root / f"im{i}.png")
+        names.append(f"im{i}.png")
+    return names
+
+
+def test_single_label_csv_with_class_names_and_split_column(tmp_path):
+    names = _images(tmp_path / "imgs", 12)
+    rows = ["path,label,split"] + [f"imgs/{n},{'dark' if i % 2 else 'bright'},{'test' if i >= 10 else 'train'}"
+                                   for i, n in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    train = load_split(str(tmp_path / "labels.csv"), "train", 8, progress=False)
+    test = load_split(str(tmp_path / "labels.csv"), "test", 8, progress=False)
+    assert train.class_names == ["bright", "dark"] and train.channels == 1
+    assert len(test) == 2 and test.labels.tolist() == [0, 1]  # im10 bright, im11 dark
+    assert len(train) + len(load_split(str(tmp_path / "labels.csv"), "val", 8, progress=False)) == 10
+
+
+def test_multilabel_csv_fine_tunes_with_auroc(tmp_path):
+    names = _images(tmp_path / "imgs", 40)
+    rows = ["path,effusion,nodule"] + [f"imgs/{n},{1 - i % 2},{(i // 2) % 2}" for i, n in enumerate(names)]
+    (tmp_path / "chest.csv").write_text("\n".join(rows))
+    train = load_split(str(tmp_path / "chest.csv"), "train", 8, progress=False)
+    assert train.multilabel and train.class_names == ["effusion", "nodule"] and train.labels.shape[1] == 2
+    m = finetune(init="scratch", data=str(tmp_path / "chest.csv"), out=tmp_path / "ft", image_size=8, batch_size=8,
+                 epochs=2, min_steps=0, progress=False, val_fraction=0.2)
+    assert "auroc_per_label" in m["eval"]["finetune"]["metrics"]
+
+
+def test_csv_errors_name_the_problem(tmp_path):
+    _images(tmp_path, 2)
+    (tmp_path / "a.csv").write_text("file,label\nim0.png,x\n")
+    with pytest.raises(DataError, match="'path' column"):
+        load_split(str(tmp_path / "a.csv"), "train", 8)
+    (tmp_path / "b.csv").write_text("path,label\nim0.png,x\nnope.png,y\n")
+    with pytest.raises(DataError, match="nope.png"):
+        load_split(str(tmp_path / "b.csv"), "train", 8)
+    (tmp_path / "c.csv").write_text("path,a,b\nim0.png,1,2\n")
+    with pytest.raises(DataError, match="0 or 1"):
+        load_split(str(tmp_path / "c.csv"), "train", 8)
