@@ -112,9 +112,9 @@ def test_idx_folder(idx_dir):
 def test_missing_path_and_unknown_file_are_clear(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         parse_spec(str(tmp_path / "nope"))
-    (tmp_path / "x.csv").write_text("a")
+    (tmp_path / "x.txt").write_text("a")
     with pytest.raises(DataError, match="cannot tell the format"):
-        parse_spec(str(tmp_path / "x.csv"))
+        parse_spec(str(tmp_path / "x.txt"))
 
 
 def test_device_loader_epoch_order_and_resume_start(npz_rgb_noval):

@@ -77,7 +77,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"--data {spec}: no such file or folder. Give 'shapes' for the built-in set or a path to an "
-                        ".npz, a CIFAR batches folder, an MNIST idx folder or an image folder")
+                        ".npz, a labels .csv, a CIFAR batches folder, an MNIST idx folder or an image folder")
     if path.is_file():
         if path.suffix == ".npz":
             return "npz", str(path)
