@@ -56,9 +56,9 @@ class RunConfig:
                                   "~16x the compute at 32 px; turn it off on a CPU.")
     patch_size: int = _f(0, "ViT patch size (0: 4 for images <= 64 px, else the model's own).")
     # data
-    data: str = _f("shapes", "'shapes' (built-in synthetic set) or a path: .npz (MedMNIST-style), a CIFAR python "
-                   "batches folder, an MNIST idx folder or an image folder. A prefix forces the format: "
-                   "npz:, cifar:, idx:, folder:.")
+    data: str = _f("shapes", "'shapes' (built-in synthetic set) or a path: .npz (MedMNIST-style), a labels .csv, "
+                   "a CIFAR python batches folder, an MNIST idx folder or an image folder (DICOM included). A "
+                   "prefix forces the format: npz:, csv:, cifar:, idx:, folder:.")
     image_size: int = _f(32, "Images are loaded (resize short side + centre crop) and augmented at this size.")
     in_chans: int = _f(0, "Input channels (0: the data's own; 1 keeps grayscale one-channel end to end).")
     data_mode: str = _f("auto", "Image folders: 'memory' decodes once and keeps the set on the device; 'stream' "
