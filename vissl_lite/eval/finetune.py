@@ -27,8 +27,15 @@ from vissl_lite.backbones import is_vit, load_weights_file
 from vissl_lite.config import ConfigError, RunConfig, config_from_dict, load_recipe, parse_value, validate
 from vissl_lite.data import ImageSet, label_subset, make_loader
 from vissl_lite.eval.features import extract_features
-from vissl_lite.eval.metrics import classification_report, multilabel_report
-from vissl_lite.eval.probe import label_regimes, load_eval_splits, regime_name, table_rows, write_metrics
+from vissl_lite.eval.metrics import logits_report, selection_score
+from vissl_lite.eval.probe import (
+    aggregate_seeds,
+    label_regimes,
+    load_eval_splits,
+    regime_name,
+    table_rows,
+    write_metrics,
+)
 from vissl_lite.train import TrainingInterrupted
 
 INITS = ("checkpoint", "scratch", "weights")
@@ -103,19 +110,6 @@ def predict(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.devi
     return logits, labels
 
 
-def score(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The selection metric: top-1 (single-label) or mean AUROC (multi-label), in percent."""
-    if labels.ndim == 2:
-        return multilabel_report(logits, labels)["auroc_mean"] or 0.0
-    return (logits.argmax(1) == labels).float().mean().item() * 100
-
-
-def report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    if labels.ndim == 2:
-        return multilabel_report(logits, labels)
-    return classification_report(logits.softmax(1), labels, num_classes)
-
-
 def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndarray | None, init_state: dict | None,
                  out: Path, device: torch.device, save_model: bool = False, desc: str = "finetune",
                  features: list | None = None) -> dict:
@@ -148,7 +142,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     def validate_hook(step: int, is_last: bool) -> dict | None:
         if step % every and not is_last:
             return None
-        value = score(*predict(model, splits["val"], cfg, device))
+        value = selection_score(*predict(model, splits["val"], cfg, device))
         if value > best["score"]:  # ties keep the earlier weights
             best.update(score=value, step=step, state=copy.deepcopy({k: v.cpu() for k, v in
                                                                      model.state_dict().items()}))
@@ -166,7 +160,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     model.load_state_dict(best["state"])
     num_classes = splits["train"].num_classes
     test_logits, test_labels = predict(model, splits["test"], cfg, device)
-    test = report(test_logits, test_labels, num_classes)
+    test = logits_report(test_logits, test_labels, num_classes)
     head = {"auroc_mean": test["auroc_mean"], "map": test["map"]} if multilabel else {"top1": test["top1"]}
     result = {**head, "split": "test", key: best["score"], "best_step": best["step"], "steps": total,
               "warmup_steps": warmup, "batch_size": batch, "layer_decay": decay, "lr": cfg.lr, "seed": cfg.seed,
@@ -282,7 +276,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
             subset = regime["label_fraction"] < 1.0 or regime["labels_per_class"] > 0
             for s in range(cfg.seeds):
                 seed = cfg.seed + s
-                sub = out / name / regime_name(regime).replace("/", "-per-").replace("%", "pct") / f"seed{seed}"
+                sub = _sub_dir(out, name, regime, seed)
                 done += 1
                 sub_cfg = config_from_dict(cfg.to_dict() | {"seed": seed, "out": str(sub)})
                 feats = [] if s == 0 and regime is regimes[-1] else None
@@ -337,12 +331,17 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     write_metrics(out, metrics)
     from vissl_lite.eval.report import write_report
 
-    curves = {f"{name} {regime_name(r)}": out / name / regime_name(r).replace("/", "-per-").replace("%", "pct") /
-              f"seed{cfg.seed}" / "metrics.jsonl" for name in inits for r in regimes}
+    curves = {f"{name} {regime_name(r)}": _sub_dir(out, name, r, cfg.seed) / "metrics.jsonl"
+              for name in inits for r in regimes}
     report_path = write_report(out, metrics, embeddings or None, finetune_logs=curves)
     print(finetune_summary(metrics))
     print(f"  report: {report_path}")
     return metrics
+
+
+def _sub_dir(out: Path, init: str, regime: dict, seed: int) -> Path:
+    """``<out>/<init>/<regime>/seed<k>``, e.g. ``checkpoint/10pct/seed0`` or ``scratch/5-per-class/seed1``."""
+    return out / init / regime_name(regime).replace("/", "-per-").replace("%", "pct") / f"seed{seed}"
 
 
 def _check_same(saved: dict, now: dict, sub: Path) -> None:
@@ -355,18 +354,9 @@ def _check_same(saved: dict, now: dict, sub: Path) -> None:
 
 def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:
     """The first seed's full result with headline numbers replaced by mean over seeds (+ ``_std``)."""
-    out = dict(per_seed[0])
-    heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
-    for k in heads:
-        out[k] = float(np.mean([r[k] for r in per_seed]))
-        out[k + "_std"] = float(np.std([r[k] for r in per_seed]))
-    out["per_seed"] = [{k: r[k] for k in heads} | ({"auroc": r["metrics"]["auroc_macro"]} if "top1" in r else {}) |
-                       {"best_step": r["best_step"]} for r in per_seed]
-    out["n_train"] = [r["n_train"] for r in per_seed]
-    out["label_regime"] = {"label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
-                           "name": regime_name(regime), "seeds": len(per_seed),
-                           "seed_values": [r["seed"] for r in per_seed]}
-    return out
+    return aggregate_seeds(per_seed, keep=("best_step",)) | {"label_regime": {
+        "label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
+        "name": regime_name(regime), "seeds": len(per_seed), "seed_values": [r["seed"] for r in per_seed]}}
 
 
 def finetune_summary(metrics: dict) -> str:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vissl_lite.eval.metrics import classification_report, multilabel_report
+from vissl_lite.eval.metrics import logits_report, selection_score
 
 
 def protocol_text(pooling: str, dim: int, lrs: list, epochs: int, batch_size: int, view: str,
@@ -22,10 +22,6 @@ def protocol_text(pooling: str, dim: int, lrs: list, epochs: int, batch_size: in
     return (f"frozen backbone features: {pooling} (D={dim}), {view}; extracted once and cached; "
             f"head BatchNorm1d(affine=False)+Linear, {loss}; SGD momentum 0.9, no weight decay, cosine schedule, "
             f"{epochs} epochs, batch {batch_size}; lr sweep {list(lrs)} chosen on {pick}; reported on test")
-
-
-def _top1(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return (logits.argmax(1) == y).float().mean().item() * 100
 
 
 def train_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, epochs: int, batch_size: int,
@@ -59,11 +55,7 @@ def train_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, lr: float, ep
 
 @torch.no_grad()
 def _score(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """The selection metric: top-1 (single-label) or mean AUROC (multi-label), in percent."""
-    logits = head(x)
-    if y.ndim == 2:
-        return multilabel_report(logits, y)["auroc_mean"] or 0.0
-    return _top1(logits, y)
+    return selection_score(head(x), y)
 
 
 def fit_linear_probe(train: tuple, val: tuple, test: tuple, num_classes: int, lrs: list, epochs: int = 100,
@@ -86,11 +78,10 @@ def fit_linear_probe(train: tuple, val: tuple, test: tuple, num_classes: int, lr
     best = max(sweep, key=lambda r: r[key])
     with torch.no_grad():
         logits = best["head"](test[0])
+    report = logits_report(logits, test[1], num_classes)
     if multilabel:
-        report = multilabel_report(logits, test[1])
         headline = {"auroc_mean": report["auroc_mean"], "map": report["map"]}
     else:
-        report = classification_report(logits.softmax(1), test[1], num_classes)
         headline = {"top1": report["top1"], "train_top1": _score(best["head"], *train)}
     return {
         **headline, "split": "test", key: best[key], "lr": best["lr"], "metrics": report,

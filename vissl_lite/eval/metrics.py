@@ -109,3 +109,18 @@ def multilabel_report(scores: torch.Tensor, y: torch.Tensor) -> dict:
         "auroc_labels": sum(a is not None for a in auroc),
         "n": len(y),
     }
+
+
+def logits_report(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """:func:`multilabel_report` for (N, K) 0/1 labels, else :func:`classification_report` of the softmax."""
+    if y.ndim == 2:
+        return multilabel_report(logits, y)
+    return classification_report(logits.softmax(1), y, num_classes)
+
+
+def selection_score(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """What evaluations select on (validation): top-1 for single-label data, mean AUROC for multi-label data
+    (0 when undefined), in percent."""
+    if y.ndim == 2:
+        return multilabel_report(logits, y)["auroc_mean"] or 0.0
+    return topk_accuracy(logits, y, 1)

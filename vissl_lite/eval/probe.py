@@ -104,12 +104,12 @@ def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cf
         train = (x[idx], y[idx]) if idx is not None else (x, y)
         seeded = config_from_dict(cfg.to_dict() | {"seed": seed})
         runs_.append(_evaluate_once(cached | {"train": train}, num_classes, pooling, dim, seeded, which))
-    return {name: _aggregate([r[name] for r in runs_]) | {"label_regime": info} for name in runs_[0]}
+    return {name: aggregate_seeds([r[name] for r in runs_]) | {"label_regime": info} for name in runs_[0]}
 
 
-def _aggregate(results: list[dict]) -> dict:
+def aggregate_seeds(results: list[dict], keep: tuple[str, ...] = ("lr",)) -> dict:
     """The first seed's full result, with every headline number replaced by its mean over seeds and a ``_std``
-    beside it; ``per_seed`` keeps each seed's headline numbers."""
+    beside it; ``per_seed`` keeps each seed's headline numbers and its ``keep`` entries (e.g. the chosen lr)."""
     out = dict(results[0])
     if "skipped" in out:
         return out
@@ -125,7 +125,7 @@ def _aggregate(results: list[dict]) -> dict:
     for k in heads:
         out[k] = float(np.mean([r[k] for r in results]))
         out[k + "_std"] = float(np.std([r[k] for r in results]))
-    out["per_seed"] = [_headline(r) | {"lr": r["lr"]} for r in results]
+    out["per_seed"] = [_headline(r) | {k: r[k] for k in keep} for r in results]
     out["n_train"] = [r["n_train"] for r in results]
     return out
 
