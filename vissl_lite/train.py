@@ -187,7 +187,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set)),
                "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
     if main:
-        _plot_curves(log_path, out / "train_curves.png")
+        plot_curves(log_path, out / "train_curves.png")
         if hasattr(model, "reconstruct"):
             from vissl_lite.eval.reconstruct import sample_images, save_reconstruction_grid
 
@@ -420,7 +420,7 @@ def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: fl
             "images_per_s": round(sum(rates) / len(rates), 1) if rates else 0.0}
 
 
-def _plot_curves(log_path: Path, png: Path) -> None:
+def plot_curves(log_path: Path, png: Path) -> None:
     """Loss, learning rate and any other logged scalar against the step, one panel each."""
     if not log_path.is_file():
         return

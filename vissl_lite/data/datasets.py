@@ -266,13 +266,12 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
                   class_names=list(class_names))
     nbytes = len(files) * channels * image_size * image_size
     stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
-    bar = tqdm(files, desc=f"{'check' if stream else 'decode'} {name}/{split}",
-               disable=not progress or len(files) < 500 or (stream and not skip), leave=False)
-    keep, decoded, skipped = [], [], []
+    # Streaming without skip decodes later, in the loader, where a bad file stops the run and is named.
+    to_read = [] if stream and not skip else files
+    bar = tqdm(to_read, desc=f"{'check' if stream else 'decode'} {name}/{split}",
+               disable=not progress or len(to_read) < 500, leave=False)
+    keep, decoded, skipped = ([] if to_read else list(range(len(files)))), [], []
     for i, f in enumerate(bar):
-        if stream and not skip:
-            keep.append(i)  # streaming decodes later; a bad file stops the run there, named
-            continue
         try:
             if stream:
                 readers.check_image(f)

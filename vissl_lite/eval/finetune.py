@@ -36,7 +36,7 @@ from vissl_lite.eval.probe import (
     table_rows,
     write_metrics,
 )
-from vissl_lite.train import TrainingInterrupted
+from vissl_lite.train import TrainingInterrupted, plot_curves, run_loop
 
 INITS = ("checkpoint", "scratch", "weights")
 # What a checkpoint fixes: the architecture, its input, and (unless --data says otherwise) the data.
@@ -149,8 +149,6 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
         return {key: round(value, 3)}
 
     (out / "metrics.jsonl").unlink(missing_ok=True)
-    from vissl_lite.train import _plot_curves, run_loop
-
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # timm's mixer draws from numpy
@@ -174,7 +172,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
         torch.save({"features": features[-1][0], "labels": features[-1][1]}, out / "test_features.pt")
     if save_model:
         runs.save_checkpoint(out / runs.CHECKPOINT, model, None, best["step"], cfg)
-    _plot_curves(out / "metrics.jsonl", out / "train_curves.png")
+    plot_curves(out / "metrics.jsonl", out / "train_curves.png")
     result["config"] = _identity(cfg)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
@@ -247,7 +245,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
         init_states["checkpoint"] = {k: v.clone() for k, v in pretrained.backbone.state_dict().items()}
         notes["checkpoint"] = {"path": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
                                "method": ckpt["config"]["method"]}
-    splits = load_eval_splits(config_from_dict(cfg.to_dict() | {"in_chans": channels}), channels)
+    splits = load_eval_splits(cfg, channels)
     channels = splits["train"].channels
     if init == "weights":
         backbone = runs.build_backbone(cfg, channels)

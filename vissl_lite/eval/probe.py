@@ -263,12 +263,13 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
     features: dict = {}
-    results = run_evaluations(model, cfg, dev, baseline=baseline, which=(command.replace("-", "_"),),
+    splits = load_eval_splits(cfg, in_chans_of(model.backbone))
+    results = run_evaluations(model, cfg, dev, baseline=baseline, splits=splits, which=(command.replace("-", "_"),),
                               features=features)
     metrics = {
         "command": command, "checkpoint": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
         "config": cfg.to_dict(), "environment": runs.environment(), "eval": results,
-        "class_names": _class_names(cfg), "timing": {"total_s": round(time.time() - t0, 2)},
+        "class_names": splits["train"].class_names, "timing": {"total_s": round(time.time() - t0, 2)},
     }
     write_metrics(out_dir, metrics)
     from vissl_lite.eval.report import write_report
@@ -277,13 +278,6 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     print(summary(metrics))
     print(f"  report: {report}")
     return metrics
-
-
-def _class_names(cfg: RunConfig) -> list[str]:
-    try:
-        return load_split(cfg.data, "test", cfg.image_size, 0, cfg.val_fraction, "stream", progress=False).class_names
-    except Exception:  # names are decoration; never fail an evaluation over them
-        return []
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> Path:
