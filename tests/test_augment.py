@@ -5,7 +5,14 @@ from vissl_lite.augment import AUGMENTS, build_augment
 from vissl_lite.augment.views import default_stats
 
 IDENTITY = {"simclr": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_jitter=0.0, p_gray=0.0, p_blur=0.0, p_flip=0.0),
-            "crop_flip": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_flip=0.0), "eval": {}}
+            "crop_flip": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_flip=0.0), "eval": {},
+            "radiology": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_affine=0.0, p_window=0.0, p_intensity=0.0,
+                              p_gamma=0.0, p_blur=0.0, p_noise=0.0),
+            "pathology": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_hflip=0.0, p_vflip=0.0, p_rot90=0.0, p_stain=0.0,
+                              p_intensity=0.0, p_blur=0.0),
+            "fundus": dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_hflip=0.0, p_vflip=0.0, p_affine=0.0,
+                           p_intensity=0.0, p_gamma=0.0, p_blur=0.0)}
+RANDOM = ["simclr", "crop_flip", "radiology", "pathology", "fundus"]
 
 
 def batch(channels=3, b=8, size=16, seed=0):
@@ -34,7 +41,7 @@ def test_probability_zero_is_identity(name, channels):
         assert torch.allclose(v, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["simclr", "crop_flip"])
+@pytest.mark.parametrize("name", RANDOM)
 def test_seeded_runs_repeat_and_unseeded_differ(name):
     aug, x = build_augment(name, 16, 3), batch()
     torch.manual_seed(3)
@@ -46,7 +53,7 @@ def test_seeded_runs_repeat_and_unseeded_differ(name):
     assert not torch.equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("name", ["simclr", "crop_flip"])
+@pytest.mark.parametrize("name", RANDOM)
 def test_randomness_is_per_sample(name):
     x = batch(b=1).repeat(16, 1, 1, 1)  # one image, 16 times
     v = build_augment(name, 16, 3)(x)[0]

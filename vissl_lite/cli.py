@@ -103,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--init", default=None, choices=("checkpoint", "scratch", "weights"),
                     help="initialisation [default: checkpoint with --checkpoint, weights with --init-weights, "
                     "else scratch]")
-    ft.add_argument("--init-weights", default=None, help="local timm weights file (.safetensors/.pth) for "
-                    "--init weights; 1<->3 channel stems and ViT position embeddings are adapted")
     ft.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="also fine-tune from scratch with the same settings and seeds [default: on]")
     ft.add_argument("--config", default="finetune", help="recipe [default: finetune]; with --checkpoint, the "
@@ -155,8 +153,8 @@ def _finetune(args: argparse.Namespace) -> None:
     from vissl_lite.eval.finetune import finetune
 
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
-    finetune(args.checkpoint, init=args.init, init_weights=args.init_weights, baseline=args.baseline,
-             recipe=args.config, **given)
+    finetune(args.checkpoint, init=args.init, init_weights=given.pop("init_weights", None) or None,
+             baseline=args.baseline, recipe=args.config, **given)
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -24,13 +24,14 @@ CHOICES = {
     "optimizer": ("adamw", "lars", "sgd"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "data_mode": ("auto", "memory", "stream"),
-    "augment": ("simclr", "crop_flip", "eval"),
+    "augment": ("simclr", "crop_flip", "eval", "radiology", "pathology", "fundus"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "on_bad_file": ("error", "skip"),
 }
 
 
-AUGMENT_VIEWS = {"simclr": 2, "crop_flip": 1, "eval": 1}  # views each recipe makes by default
+# views each recipe makes by default; None: as many as the method needs (the medical presets)
+AUGMENT_VIEWS = {"simclr": 2, "crop_flip": 1, "eval": 1, "radiology": None, "pathology": None, "fundus": None}
 
 
 class ConfigError(ValueError):
@@ -68,13 +69,23 @@ class RunConfig:
     num_workers: int = _f(2, "DataLoader workers for the streaming path.")
     on_bad_file: str = _f("error", "Image folders: 'error' stops at the first unreadable file and names it; 'skip' "
                           "leaves unreadable files out and reports how many.")
+    window: str = _f("auto", "How grayscale files with more than 8 bits (DICOM, 16-bit PNG/TIFF) become 8-bit: "
+                     "'auto' (a DICOM file's own VOI LUT or window, else its 0.5-99.5 percentile range; 16-bit "
+                     "PNG/TIFF: the full 0-65535 range), 'file' (each file's percentile range), 'dataset' (one "
+                     "percentile range from the training files, keeps differences between files) or 'LO,HI' in "
+                     "the files' units, e.g. '-1000,400' (HU) for CT lung.")
     val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
                              "has no validation split.")
-    augment: str = _f("simclr", "Augmentation recipe for pretraining views.")
+    augment: str = _f("simclr", "Augmentation recipe for pretraining views: simclr, crop_flip, or a medical preset "
+                      "(radiology: grayscale X-ray/CT/MR, no flips by default; pathology: H&E, rotations and stain "
+                      "jitter; fundus: retina photographs); see vissl_lite/augment/medical.py for the reasons.")
     augment_args: dict = _f({}, "Keyword arguments for the augmentation recipe, e.g. 'strength=0.5,p_blur=0' "
                             "(SimCLR's CIFAR-10 setting). Unknown names are an error.")
     mean: list = _f([], "Per-channel normalisation mean (empty: ImageNet's; its average for one channel).")
     std: list = _f([], "Per-channel normalisation std (empty: ImageNet's; its average for one channel).")
+    init_weights: str = _f("", "A local timm weights file (.safetensors/.pth, e.g. ImageNet weights you "
+                           "downloaded) to start pretraining from: continued SSL on in-domain images. Channels are "
+                           "adapted (1<->3) and ViT position embeddings resampled.")
     # optimisation
     epochs: int = _f(100, "Epochs over the train split (pretraining; fine-tuning: over the labeled subset).")
     max_steps: int = _f(0, "Train at most this many steps; the lr schedule spans them (0: all epochs). "
@@ -275,9 +286,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.method == "mae" and not is_vit_name(cfg.backbone):
         raise ConfigError(f"--method mae needs a ViT backbone; '{cfg.backbone}' is not one. Try --backbone "
                           "vit_tiny_patch16_224, or --method dae / simclr for CNNs")
-    views = cfg.augment_args.get("n_views", AUGMENT_VIEWS[cfg.augment])
+    views = cfg.augment_args.get("n_views", AUGMENT_VIEWS[cfg.augment]) or METHODS[cfg.method].views
     if views != METHODS[cfg.method].views:
-        fits = [a for a, n in AUGMENT_VIEWS.items() if n == METHODS[cfg.method].views and a != "eval"]
+        fits = [a for a, n in AUGMENT_VIEWS.items() if n in (None, METHODS[cfg.method].views) and a != "eval"]
         raise ConfigError(f"--method {cfg.method} takes {METHODS[cfg.method].views} view(s) but --augment "
                           f"{cfg.augment} makes {views}; use --augment {' or '.join(fits)}")
     from vissl_lite import augment, methods
@@ -329,9 +340,27 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'min_steps' must be >= 0, got {cfg.min_steps}")
     if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
         raise ConfigError("'knn_temperature' must be > 0 and 'knn_every' >= 0")
+    try:
+        from vissl_lite.data.readers import parse_window
+
+        parse_window(cfg.window)
+    except ValueError as e:
+        raise ConfigError(f"bad value for 'window': {e}") from e
+    if cfg.init_weights and not Path(cfg.init_weights).expanduser().is_file():
+        raise ConfigError(f"--init-weights: no file at {cfg.init_weights}; give a local timm weights file "
+                          "(.safetensors, .pth or .bin)")
     if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):
         raise ConfigError(f"'probe_lrs' must be a non-empty list of positive numbers, got {cfg.probe_lrs}")
     return cfg
+
+
+def merge_overrides(values: dict, overrides: dict) -> dict:
+    """``values | overrides``, except that a recipe's augment_args are dropped when the override picks another
+    augmentation without giving its own arguments (they belong to the recipe's augmentation)."""
+    values = dict(values)
+    if "augment" in overrides and overrides["augment"] != values.get("augment") and "augment_args" not in overrides:
+        values.pop("augment_args", None)
+    return values | overrides
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> RunConfig:
@@ -349,7 +378,7 @@ def make_config(recipe: str | None = None, **overrides: Any) -> RunConfig:
             recipe = default
     if recipe is not None:
         values.update(load_recipe(recipe))
-    values.update(overrides)
+    values = merge_overrides(values, overrides)
     parsed = {k: parse_value(k, v) for k, v in values.items()}
     return validate(RunConfig(**parsed))
 

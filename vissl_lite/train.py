@@ -123,7 +123,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # ---- data: decoded once, kept on the device (or streamed for large folders)
     torch.manual_seed(cfg.seed)
     train_set = load_split(cfg.data, "train", cfg.image_size, cfg.in_chans, cfg.val_fraction, cfg.data_mode,
-                           cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file)
+                           cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)
     if train_set.skipped and main:
         print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
     channels = train_set.channels
@@ -137,7 +137,17 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
 
     # ---- model, augmentation, optimiser
     model = runs.build_model(cfg, channels).to(device)
-    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, **cfg.augment_args).to(device)
+    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
+                        views=model.views, **cfg.augment_args).to(device)
+    start_weights = None
+    if cfg.init_weights and not cfg.resume:  # continued SSL from e.g. ImageNet weights (a resume has its own)
+        from vissl_lite.backbones import load_weights_file
+
+        start_weights = load_weights_file(model.backbone, str(Path(cfg.init_weights).expanduser()))
+        if main:
+            print(f"  started from {start_weights['file']}: {start_weights['loaded']} tensors loaded"
+                  + (f", {len(start_weights['skipped'])} skipped ({start_weights['skipped'][0]}, ...)"
+                     if start_weights["skipped"] else ""))
     optimizer = build_optimizer(model, cfg)
     step = 0
     if cfg.resume:
@@ -186,6 +196,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
                "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set)),
                "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
+    if start_weights:
+        metrics["init_weights"] = start_weights
     if main:
         plot_curves(log_path, out / "train_curves.png")
         if hasattr(model, "reconstruct"):

@@ -6,9 +6,12 @@ import inspect
 
 from torch import nn
 
+from vissl_lite.augment.medical import FundusViews, MedicalViews, PathologyViews, RadiologyViews
 from vissl_lite.augment.views import CropFlipViews, EvalView, SimCLRViews, default_stats
 
-AUGMENTS = {"simclr": SimCLRViews, "crop_flip": CropFlipViews, "eval": EvalView}
+AUGMENTS = {"simclr": SimCLRViews, "crop_flip": CropFlipViews, "eval": EvalView, "radiology": RadiologyViews,
+            "pathology": PathologyViews, "fundus": FundusViews}
+PRESETS = ("radiology", "pathology", "fundus")  # medical presets: as many views as the method needs by default
 
 
 def check_args(name: str, kwargs: dict) -> None:
@@ -22,10 +25,15 @@ def check_args(name: str, kwargs: dict) -> None:
         raise ValueError(f"unknown augment_args for '{name}': {', '.join(unknown)}. Valid: {', '.join(valid)}")
 
 
-def build_augment(name: str, size: int, channels: int, mean=(), std=(), **kwargs) -> nn.Module:
-    """Build recipe ``name``; unknown names and unknown keyword arguments are errors that list what is valid."""
+def build_augment(name: str, size: int, channels: int, mean=(), std=(), views: int | None = None,
+                  **kwargs) -> nn.Module:
+    """Build recipe ``name``; unknown names and unknown keyword arguments are errors that list what is valid.
+    ``views``: the method's number of views, used by the medical presets unless ``n_views`` is given."""
     check_args(name, kwargs)
+    if name in PRESETS and views and "n_views" not in kwargs:
+        kwargs = {**kwargs, "n_views": views}
     return AUGMENTS[name](size=size, channels=channels, mean=tuple(mean), std=tuple(std), **kwargs)
 
 
-__all__ = ["AUGMENTS", "CropFlipViews", "EvalView", "SimCLRViews", "build_augment", "check_args", "default_stats"]
+__all__ = ["AUGMENTS", "PRESETS", "CropFlipViews", "EvalView", "FundusViews", "MedicalViews", "PathologyViews",
+           "RadiologyViews", "SimCLRViews", "build_augment", "check_args", "default_stats"]

@@ -44,6 +44,7 @@ class ImageSet:
     images: torch.Tensor | None = None
     files: list[Path] | None = None
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--on-bad-file skip)
+    window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (readers.WINDOW_HELP), resolved
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -199,13 +200,15 @@ def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[n
 
 def load_split(spec: str, split: str = "train", image_size: int = 32, channels: int = 0,
                val_fraction: float = 0.1, data_mode: str = "auto", memory_limit_gb: float = 4.0,
-               progress: bool = True, on_bad_file: str = "error") -> ImageSet:
+               progress: bool = True, on_bad_file: str = "error", window="auto") -> ImageSet:
     """Load one split of ``spec`` at ``image_size`` with ``channels`` (0: the data's own).
 
     Data without a validation split gets a seeded, stratified one carved from train (``val_fraction``); an image
     folder without split folders also gets a test split carved the same way, so probes never see train data.
     ``on_bad_file``: 'error' stops at the first unreadable image file and names it; 'skip' leaves such files out
-    and lists them in ``ImageSet.skipped``.
+    and lists them in ``ImageSet.skipped``. ``window`` maps grayscale files with more than 8 bits (DICOM, 16-bit
+    PNG/TIFF) to 8 bits (see ``readers.WINDOW_HELP``); 'dataset' is computed from the training files, so every
+    split gets the same window. Array formats hold 8-bit images already and ignore it.
     """
     if on_bad_file not in ("error", "skip"):
         raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
@@ -219,7 +222,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         class_names = list(shapes.CLASS_NAMES)
     elif fmt in ("folder", "csv"):
         return _folder_split(Path(loc), name, split, image_size, channels, val_fraction, data_mode,
-                             memory_limit_gb, progress, on_bad_file)
+                             memory_limit_gb, progress, on_bad_file, readers.parse_window(window))
     else:
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
@@ -241,9 +244,12 @@ def _num_classes(fmt: str, loc: str) -> int:
 
 
 def _folder_split(root: Path, name: str, split: str, image_size: int, channels: int, val_fraction: float,
-                  data_mode: str, memory_limit_gb: float, progress: bool, on_bad_file: str = "error") -> ImageSet:
+                  data_mode: str, memory_limit_gb: float, progress: bool, on_bad_file: str = "error",
+                  window="auto") -> ImageSet:
     tree = readers.read_csv(root) if root.suffix == ".csv" else readers.read_folder(root)
     files, labels, class_names = tree["train"]
+    if window == "dataset":  # from every training file (any carved splits included), the same for each split
+        window = _dataset_window(tuple(files))
     unlabeled = bool((labels < 0).all())
     if unlabeled and split not in tree:
         raise DataError(f"{root} has no labels (no class subfolders), so it has no '{split}' split; evaluate on "
@@ -263,7 +269,7 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
     channels = channels or _folder_channels(tree["train"][0], skip)  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
-                  class_names=list(class_names))
+                  class_names=list(class_names), window=window)
     nbytes = len(files) * channels * image_size * image_size
     stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
     # Streaming without skip decodes later, in the loader, where a bad file stops the run and is named.
@@ -276,7 +282,7 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
             if stream:
                 readers.check_image(f)
             else:
-                decoded.append(readers.decode_image(f, image_size, channels))
+                decoded.append(readers.decode_image(f, image_size, channels, window))
             keep.append(i)
         except DataError:
             if not skip:
@@ -289,6 +295,11 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, **common)
     images = torch.stack(decoded) if decoded else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
     return ImageSet(images=images, labels=labels, skipped=skipped, **common)
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset_window(files: tuple[Path, ...]) -> tuple[float, float]:
+    return readers.dataset_window(list(files))
 
 
 def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 16) -> int:

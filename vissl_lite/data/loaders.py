@@ -64,13 +64,13 @@ class DeviceLoader:
 class _FileDataset(Dataset):
     def __init__(self, data: ImageSet):
         self.files, self.labels = data.files, data.labels
-        self.size, self.channels = data.image_size, data.channels
+        self.size, self.channels, self.window = data.image_size, data.channels, data.window
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return decode_image(self.files[i], self.size, self.channels), self.labels[i]
+        return decode_image(self.files[i], self.size, self.channels, self.window), self.labels[i]
 
 
 class _EpochSampler(torch.utils.data.Sampler):

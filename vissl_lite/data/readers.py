@@ -192,16 +192,104 @@ def _pydicom():
     return pydicom
 
 
-def read_dicom(file: Path) -> np.ndarray:
-    """One DICOM image as uint8 (H, W) (grayscale) or (H, W, 3) (colour), windowed for display:
+WINDOW_HELP = ("'auto' (a DICOM file's own VOI LUT or window tags, else its 0.5-99.5 percentile range; 16-bit "
+               "PNG/TIFF: the full 0-65535 range), 'file' (every file's own 0.5-99.5 percentile range), 'dataset' (one "
+               "0.5-99.5 percentile range of the training files' values, the same for every file and split) or "
+               "'LO,HI' in the files' units (Hounsfield units for CT, e.g. '-1000,400')")
 
-    1. stored values -> modality values (rescale slope and intercept, or the modality LUT);
-    2. the file's VOI LUT, or its first window centre/width, or else the 0.5-99.5 percentile range, mapped
-       linearly to 0-255 (values outside are clipped);
-    3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
 
-    Multi-frame files are refused: each frame would be a separate image.
+def parse_window(value) -> str | tuple[float, float]:
+    """'auto' | 'file' | 'dataset' | 'LO,HI' (or a pair) -> the mode string or a (lo, hi) tuple of floats."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    elif isinstance(value, str) and value in ("auto", "file", "dataset"):
+        return value
+    else:
+        try:
+            lo, hi = (float(v) for v in str(value).split(","))
+        except ValueError:
+            raise ValueError(f"window {value!r} is not valid; give {WINDOW_HELP}") from None
+    if not hi > lo:
+        raise ValueError(f"window {value!r}: the upper end must be above the lower end")
+    return lo, hi
+
+
+def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+    """A grayscale image with more than 8 bits, before any windowing: ``(values, own_window, invert)``.
+
+    - DICOM: modality values (rescale slope/intercept or the modality LUT applied); ``own_window`` is the range of
+      its VOI LUT output or its first window centre/width, None without either; ``invert`` for MONOCHROME1. When a
+      VOI LUT is present ``values`` are its output.
+    - 16-bit (or 32-bit int) PNG/TIFF: the stored values; ``own_window`` is the format's full range.
+
+    Returns None for 8-bit and colour files, which are already display images and are never windowed.
     """
+    if file.suffix.lower() in DICOM_EXTENSIONS:
+        return _read_dicom_values(file)
+    try:
+        with Image.open(file) as im:
+            if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                return None
+            im = ImageOps.exif_transpose(im)
+            values = np.asarray(im, dtype=np.float64)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
+                        "--on-bad-file skip") from e
+    # A 16-bit file whose values all stay below 256 is an 8-bit image stored wide: read it as 8-bit.
+    return values, (0.0, 65535.0 if values.max() > 255 else 255.0), False
+
+
+def apply_window(values: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
+    """Map [lo, hi] linearly to uint8 0-255, clip outside; ``invert`` flips it (MONOCHROME1). Monotone: the order
+    of intensities inside the window is kept."""
+    scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    if invert:
+        scaled = 1.0 - scaled
+    return (scaled * 255 + 0.5).astype(np.uint8)
+
+
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def window_image(file: Path, window="auto") -> np.ndarray | None:
+    """A high-range grayscale file as uint8 (H, W) through ``window`` (see :data:`WINDOW_HELP`; 'dataset' must be
+    resolved to a (lo, hi) pair first, see :func:`dataset_window`); None for 8-bit and colour files."""
+    raw = read_high_range(file)
+    if raw is None:
+        return None
+    values, own, invert = raw
+    if isinstance(window, tuple):
+        lo, hi = window
+    elif window == "auto" and own is not None:
+        lo, hi = own
+    elif window in ("auto", "file"):
+        lo, hi = percentile_window(values)
+    else:
+        raise ValueError(f"window {window!r} must be resolved to (lo, hi) before decoding")
+    return apply_window(values, lo, hi, invert)
+
+
+def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, seed: int = 0) -> tuple[float, float]:
+    """One 0.5-99.5 percentile window over up to ``samples`` of ``files`` (``pixels`` random values from each):
+    every file is then mapped the same way, so intensity differences between files survive. Seeded, so every
+    split and every run gets the same window. 8-bit and colour files are not sampled."""
+    rng = np.random.default_rng(seed)
+    chosen = [files[i] for i in np.sort(rng.permutation(len(files))[:samples])]
+    pooled = []
+    for f in chosen:
+        raw = read_high_range(f)
+        if raw is not None:
+            flat = raw[0].ravel()
+            pooled.append(flat[rng.integers(0, flat.size, min(pixels, flat.size))])
+    if not pooled:
+        raise DataError("window 'dataset' needs 16-bit PNG/TIFF or DICOM grayscale files; these are 8-bit or colour, "
+                        "which are used as they are")
+    return percentile_window(np.concatenate(pooled))
+
+
+def _read_dicom_values(file: Path) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
     pydicom = _pydicom()
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -217,25 +305,40 @@ def read_dicom(file: Path) -> np.ndarray:
     except Exception as e:  # pydicom raises many types for broken files and missing pixel data
         raise DataError(f"cannot read DICOM {file} ({type(e).__name__}: {e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
-    if int(ds.get("SamplesPerPixel", 1)) == 3:  # colour (RGB, YBR converted by pydicom): scale to 8 bits
-        arr = arr.astype(np.float64)
-        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
-        return np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        return None
     values = apply_modality_lut(arr, ds).astype(np.float64)
+    own = None
     if "VOILUTSequence" in ds:
         values = apply_voi_lut(values, ds).astype(np.float64)
-        lo, hi = float(values.min()), float(values.max())
+        own = (float(values.min()), float(values.max()))
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         centre, width = ds.WindowCenter, ds.WindowWidth
         centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
         width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        lo, hi = centre - width / 2, centre + width / 2
-    else:
-        lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
-    scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return (scaled * 255 + 0.5).astype(np.uint8)
+        own = (centre - width / 2, centre + width / 2)
+    invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1"
+    return values, own, invert
+
+
+def read_dicom(file: Path, window="auto") -> np.ndarray:
+    """One DICOM image as uint8 (H, W) (grayscale) or (H, W, 3) (colour), windowed for display:
+
+    1. stored values -> modality values (rescale slope and intercept, or the modality LUT);
+    2. ``window`` (see :data:`WINDOW_HELP`); by default the file's VOI LUT, or its first window centre/width, or
+       else its 0.5-99.5 percentile range, mapped linearly to 0-255 (values outside are clipped);
+    3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
+
+    Multi-frame files are refused: each frame would be a separate image. Colour files are scaled from their bit
+    depth to 8 bits.
+    """
+    gray = window_image(file, window)
+    if gray is not None:
+        return gray
+    ds = _pydicom().dcmread(file)
+    arr = ds.pixel_array.astype(np.float64)  # colour (RGB, YBR converted by pydicom): scale to 8 bits
+    top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+    return np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
@@ -327,30 +430,20 @@ def check_image(file: Path) -> None:
                         "--on-bad-file skip") from e
 
 
-def decode_image(file: Path, size: int, channels: int) -> torch.Tensor:
+def decode_image(file: Path, size: int, channels: int, window="auto") -> torch.Tensor:
     """Decode one file to uint8 ``(channels, size, size)``: EXIF rotation applied, short side resized to ``size``
-    (antialiased), centre crop. 16-bit files are scaled to 8 bits by 65535 when any value exceeds 255 (else by
-    255): a dark 16-bit image whose values stay below 256 is read as 8-bit."""
-    if file.suffix.lower() in DICOM_EXTENSIONS:
-        arr = read_dicom(file)
-        if arr.ndim == 2 and channels == 3:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        elif arr.ndim == 3 and channels == 1:
-            arr = np.asarray(Image.fromarray(arr).convert("L"))
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-        return resize_center_crop(t[None], size)[0]
+    (antialiased), centre crop. Grayscale files with more than 8 bits (DICOM, 16-bit PNG/TIFF) keep their values
+    until this one windowing step, ``window`` (see :data:`WINDOW_HELP`), maps them to 8 bits."""
     try:
-        with Image.open(file) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit (or 32-bit int) grayscale: map the format's full range to 8 bits. Windowing that keeps
-                # more of the dynamic range is the medical readers' job.
-                arr = np.asarray(im, dtype=np.float32)
-                full = 65535.0 if arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr / full * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        gray = read_dicom(file, window) if file.suffix.lower() in DICOM_EXTENSIONS else window_image(file, window)
+        if gray is not None:
+            im = Image.fromarray(gray)
             im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+        else:
+            with Image.open(file) as im:
+                im = ImageOps.exif_transpose(im)
+                im = im.convert("L" if channels == 1 else "RGB")
+        arr = np.asarray(im, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e

@@ -24,7 +24,15 @@ from torch import nn
 from vissl_lite import runs
 from vissl_lite.augment import EvalView, build_augment
 from vissl_lite.backbones import is_vit, load_weights_file
-from vissl_lite.config import ConfigError, RunConfig, config_from_dict, load_recipe, parse_value, validate
+from vissl_lite.config import (
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    load_recipe,
+    merge_overrides,
+    parse_value,
+    validate,
+)
 from vissl_lite.data import ImageSet, label_subset, make_loader
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.metrics import logits_report, selection_score
@@ -41,7 +49,7 @@ from vissl_lite.train import TrainingInterrupted, plot_curves, run_loop
 INITS = ("checkpoint", "scratch", "weights")
 # What a checkpoint fixes: the architecture, its input, and (unless --data says otherwise) the data.
 ARCH_KEYS = ("backbone", "small_input", "patch_size", "image_size", "in_chans", "mean", "std")
-DATA_KEYS = ("data", "data_mode", "memory_limit_gb", "val_fraction")
+DATA_KEYS = ("data", "data_mode", "memory_limit_gb", "val_fraction", "window")
 MAX_VAL_POINTS = 25
 
 
@@ -55,8 +63,8 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
             fixed = ", ".join(f"{k}={saved[k]!r}" for k in clash)
             raise ConfigError(f"{', '.join(clash)} come(s) from the checkpoint ({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")
-        values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS}
-    values |= overrides
+        values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS if k in saved}  # older runs lack newer keys
+    values = merge_overrides(values, overrides)
     if values.get("method") != "classifier":
         raise ConfigError(f"fine-tuning trains the 'classifier' method, not '{values.get('method')}'; drop --method")
     return validate(RunConfig(**{k: parse_value(k, v) for k, v in values.items()}))
@@ -129,7 +137,8 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     if init_state is not None:
         model.backbone.load_state_dict(init_state)
     model.to(device)
-    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, **cfg.augment_args).to(device)
+    aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
+                        views=model.views, **cfg.augment_args).to(device)
     decay = resolved_layer_decay(cfg, model.backbone)
     optimizer = build_optimizer(model, cfg, decay)
     scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup,

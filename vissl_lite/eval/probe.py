@@ -27,14 +27,14 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
     loaded = ["val", "test"] + (["train"] if train is None else [])  # pretraining reports its own train split
     if train is None:
         train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
-                           cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file)
+                           cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
     if not train.labeled:
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
                          "with --data")
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
-                                   cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file)
+                                   cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
     for name in loaded:
         data = splits[name]
         if data.skipped:

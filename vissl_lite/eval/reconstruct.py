@@ -71,12 +71,14 @@ def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None
     """The first ``n`` images of ``split`` (falling back to train for data without that split)."""
     spec = data or cfg.data
     try:  # 'stream' mode: a folder is listed, not decoded; only the n files drawn are decoded below
-        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", progress=False)
+        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
+                             window=cfg.window)
     except DataError:
-        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", progress=False)
+        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
+                             window=cfg.window)
     if dataset.images is not None:
         return dataset.images[:n]
-    return torch.stack([decode_image(f, cfg.image_size, channels) for f in dataset.files[:n]])
+    return torch.stack([decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]])
 
 
 def reconstruct(checkpoint: str | Path, out: str | Path = "reconstructions.png", data: str | None = None,

@@ -1,0 +1,166 @@
+"""Medical augmentation presets and the windowing of high-range grayscale files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vissl_lite.augment import build_augment
+from vissl_lite.augment.medical import (
+    _HED_FROM_RGB,
+    gamma_jitter,
+    hed_jitter,
+    intensity_jitter,
+    random_rot90,
+    window_jitter,
+)
+from vissl_lite.augment.views import default_stats
+from vissl_lite.config import ConfigError, make_config
+from vissl_lite.data import load_split
+from vissl_lite.data.readers import decode_image, parse_window
+
+
+def unnormalise(v: torch.Tensor, channels: int) -> torch.Tensor:
+    mean, std = default_stats(channels)
+    return v * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("name,channels", [("radiology", 1), ("pathology", 1), ("pathology", 3), ("fundus", 3)])
+def test_presets_keep_channels_and_value_range(name, channels):
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (32, channels, 24, 24), dtype=torch.uint8)
+    for v in build_augment(name, 16, channels)(x):
+        assert v.shape == (32, channels, 16, 16)
+        raw = unnormalise(v, channels)
+        assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5  # every intensity step clips to [0, 1]
+
+
+def test_radiology_does_not_flip_by_default_and_flips_per_axis_on_request():
+    names = [type(m).__name__ for m in build_augment("radiology", 16, 1).geometry]
+    assert "RandomHorizontalFlip" not in names and "RandomVerticalFlip" not in names
+    x = torch.arange(16.0).repeat(4, 1, 16, 1) / 16  # (4, 1, 16, 16), brighter to the right
+    keep = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_affine=0.0, p_window=0.0, p_intensity=0.0, p_gamma=0.0,
+                p_blur=0.0, p_noise=0.0)
+    out = unnormalise(build_augment("radiology", 16, 1, p_hflip=1.0, **keep)(x)[0], 1)
+    assert torch.allclose(out, x.flip(-1), atol=1e-5)
+    out = unnormalise(build_augment("radiology", 16, 1, p_vflip=1.0, **keep)(x)[0], 1)
+    assert torch.allclose(out, x.flip(-2), atol=1e-5)
+
+
+def test_presets_make_as_many_views_as_the_method_needs():
+    x = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
+    assert len(build_augment("radiology", 16, 1, views=1)(x)) == 1
+    assert len(build_augment("radiology", 16, 1, views=2)(x)) == 2
+    assert len(build_augment("radiology", 16, 1, views=1, n_views=3)(x)) == 3  # the user's choice wins
+    make_config(method="mae", backbone="vit_tiny_patch16_224", augment="radiology", image_size=16)
+    make_config(method="simclr", augment="pathology")
+    with pytest.raises(ConfigError, match="takes 2 view"):
+        make_config(method="simclr", augment="radiology", augment_args="n_views=1")
+
+
+def test_one_channel_presets_have_no_colour_step():
+    assert build_augment("pathology", 16, 1).p_stain == 0  # stain jitter needs colour
+    assert build_augment("pathology", 16, 3).p_stain > 0
+
+
+def test_rot90_gives_each_of_the_four_rotations_uniformly():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 5, 5).repeat(4000, 1, 1, 1)
+    out = random_rot90(x)
+    rots = [torch.rot90(x[0], k, dims=(1, 2)) for k in range(4)]
+    which = torch.stack([(out - r).abs().flatten(1).amax(1) < 1e-7 for r in rots], 1)
+    assert (which.sum(1) == 1).all()  # each output is exactly one rotation of the input
+    counts = which.sum(0).float() / len(x)
+    assert (counts - 0.25).abs().max() < 0.03  # 4000 draws: 3 standard errors is ~0.02
+
+
+def test_monotone_intensity_steps_keep_the_order_of_intensities():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 8, 8)
+    for y in (window_jitter(x, 0.2, 1.0), gamma_jitter(x, (0.5, 2.0), 1.0)):
+        for xi, yi in zip(x.flatten(1), y.flatten(1)):
+            order = xi.argsort()
+            assert (yi[order].diff() >= -1e-6).all()
+    assert torch.allclose(intensity_jitter(x, 0.0, 0.0, 1.0), x, atol=1e-6)
+
+
+def test_gamma_is_log_uniform_and_window_jitter_changes_images():
+    torch.manual_seed(0)
+    x = torch.full((4000, 1, 1, 1), 0.5)
+    g = torch.log(gamma_jitter(x, (0.5, 2.0), 1.0).flatten()) / np.log(0.5)  # the drawn exponents
+    assert abs(float(torch.log(g).mean())) < 0.03  # log-uniform on [log 0.5, log 2]: mean 0
+    assert not torch.equal(window_jitter(torch.rand(8, 1, 4, 4), 0.2, 1.0), torch.rand(8, 1, 4, 4))
+
+
+def test_hed_matrix_matches_the_published_stain_separation():
+    # scikit-image's hed_from_rgb (Ruifrok & Johnston 2001), to 4 decimals
+    published = np.array([[1.8780, -1.0077, -0.5561], [-0.0659, 1.1347, -0.1355], [-0.6019, -0.4804, 1.5736]])
+    assert np.allclose(_HED_FROM_RGB.numpy(), published, atol=1e-3)
+
+
+def test_hed_jitter_round_trips_at_zero_and_moves_colours_along_the_stains():
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 6, 6).clamp(min=1 / 255)
+    assert torch.allclose(hed_jitter(x, 0.0, 1.0), x, atol=1e-5)  # RGB -> HED -> RGB
+    y = hed_jitter(x, 0.1, 1.0)
+    assert y.min() >= 0 and y.max() <= 1 and (y - x).abs().mean() > 1e-3
+    assert torch.equal(hed_jitter(x, 0.1, 0.0), x)  # p = 0 leaves every image as it was
+
+
+def test_one_channel_pretraining_with_a_preset_end_to_end(npz_gray, tmp_path):
+    from vissl_lite.train import pretrain
+
+    for method, backbone in (("simclr", "resnet18"), ("mae", "vit_tiny_patch16_224"), ("dae", "resnet18")):
+        m = pretrain(make_config(method=method, backbone=backbone, data=str(npz_gray), augment="radiology",
+                                 image_size=16, batch_size=8, max_steps=2, probe=False, progress=False,
+                                 out=str(tmp_path / method)))
+        assert m["train"]["steps"] == 2 and np.isfinite(m["train"]["final_loss"])
+
+
+# ---- windowing of files with more than 8 bits
+
+
+def write16(path, values: np.ndarray):
+    Image.fromarray(values.astype(np.uint16)).save(path)  # PIL writes mode I;16 for uint16 arrays
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("window", ["auto", "file", "300,50000"])
+def test_16bit_round_trip_keeps_the_order_of_intensities(tmp_path, suffix, window):
+    rng = np.random.default_rng(0)
+    values = rng.permutation(np.linspace(300, 50000, 256)).reshape(16, 16)
+    f = write16(tmp_path / f"img{suffix}", values)
+    with Image.open(f) as im:
+        assert im.mode.startswith("I")  # really stored with 16 bits
+    out = decode_image(f, 16, 1, parse_window(window))[0].numpy().astype(int)
+    order = np.argsort(values.ravel())
+    assert (np.diff(out.ravel()[order]) >= 0).all()  # monotone mapping
+    # the 16-bit values were not crushed to a few levels ('auto' maps the format's whole 0-65535 range)
+    assert len(np.unique(out)) > (180 if window == "auto" else 240)
+
+
+def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_between_files(tmp_path):
+    root = tmp_path / "xray"
+    for cls, (lo, hi) in (("dark", (1000, 2000)), ("bright", (3000, 4000))):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            write16(root / cls / f"{i}.png", np.linspace(lo, hi, 64).reshape(8, 8) + i)
+    f = root / "dark" / "0.png"
+    clipped = decode_image(f, 8, 1, (1500.0, 1600.0))[0].numpy()
+    assert clipped.min() == 0 and clipped.max() == 255
+    per_file = load_split(str(root), "train", 8, window="file", progress=False)
+    shared = load_split(str(root), "train", 8, window="dataset", progress=False)
+    mean = {n: {c: float(s.images[s.labels == i].float().mean()) for i, c in enumerate(s.class_names)}
+            for n, s in (("file", per_file), ("dataset", shared))}
+    assert abs(mean["file"]["dark"] - mean["file"]["bright"]) < 5  # each file stretched alike: difference gone
+    assert mean["dataset"]["bright"] - mean["dataset"]["dark"] > 100  # one window for all: difference kept
+    test = load_split(str(root), "test", 8, window="dataset", progress=False)
+    assert test.window == shared.window  # every split gets the training files' window
+
+
+def test_bad_window_values_are_config_errors():
+    for bad in ("wide", "400,-1000", "1,2,3"):
+        with pytest.raises(ConfigError, match="window"):
+            make_config(window=bad)
+    assert parse_window("-1000,400") == (-1000.0, 400.0)
