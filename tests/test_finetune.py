@@ -215,3 +215,28 @@ def test_finetune_from_a_weights_file(npz_gray, tmp_path):
     m = finetune(init_weights=tmp_path / "w.safetensors", data=str(npz_gray), out=tmp_path / "ft",
                  **FT | {"epochs": 1})
     assert m["inits"] == ["weights", "scratch"] and m["initialisation"]["weights"]["loaded"] > 50
+
+
+def test_continued_pretraining_starts_from_a_weights_file(npz_gray, tmp_path):
+    """--init-weights on pretrain: the backbone starts from the file (3-channel stem summed to one channel), then
+    SSL continues on the in-domain images; with lr 0 the deep weights are still exactly the file's."""
+    from safetensors.torch import save_file
+
+    from vissl_lite.config import ConfigError, make_config
+    from vissl_lite.runs import load_run
+    from vissl_lite.train import pretrain
+
+    torch.manual_seed(0)
+    source = create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict()
+    save_file(source, tmp_path / "w.safetensors")
+    run = tmp_path / "cont"
+    m = pretrain(make_config(data=str(npz_gray), init_weights=str(tmp_path / "w.safetensors"), small_input=False,
+                             image_size=16, batch_size=8, max_steps=1, lr=0.0, probe=False, progress=False,
+                             out=str(run)))
+    assert m["init_weights"]["loaded"] > 50 and not m["init_weights"]["skipped"]
+    _, model, _ = load_run(run)
+    own = model.backbone.state_dict()
+    assert torch.equal(own["layer4.1.conv2.weight"], source["layer4.1.conv2.weight"])
+    assert torch.allclose(own["conv1.weight"], source["conv1.weight"].sum(1, keepdim=True))  # 3 -> 1 channel
+    with pytest.raises(ConfigError, match="no file at"):
+        make_config(init_weights=str(tmp_path / "missing.safetensors"))

@@ -164,3 +164,22 @@ def test_bad_window_values_are_config_errors():
         with pytest.raises(ConfigError, match="window"):
             make_config(window=bad)
     assert parse_window("-1000,400") == (-1000.0, 400.0)
+
+
+@pytest.mark.parametrize("res", [28, 64, 128, 224])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_medmnist_npz_at_every_resolution(tmp_path, res, channels):
+    """MedMNIST+ ships each set at 28, 64, 128 and 224 px; the same reader loads them at their own size (exactly)
+    or resized to --image-size."""
+    rng = np.random.default_rng(res)
+    shape = (6, res, res) if channels == 1 else (6, res, res, 3)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    path = tmp_path / f"pneumoniamnist_{res}.npz"
+    np.savez(path, train_images=images, train_labels=np.arange(6)[:, None] % 2, test_images=images[:2],
+             test_labels=np.array([[0], [1]]))
+    native = load_split(str(path), "test", res, progress=False)
+    assert native.images.shape == (2, channels, res, res) and native.channels == channels
+    expected = images[:2] if channels == 1 else images[:2].transpose(0, 3, 1, 2)
+    assert np.array_equal(native.images.reshape(expected.shape).numpy(), expected)
+    small = load_split(str(path), "test", 32, progress=False)
+    assert small.images.shape == (2, channels, 32, 32) and small.images.dtype == torch.uint8

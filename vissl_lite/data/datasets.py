@@ -227,7 +227,8 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
     x = _to_chw(images)
-    x = readers.resize_center_crop(x, image_size)  # a no-op at the right size
+    # a no-op at the right size; in chunks, so a MedMNIST+ 224 px set resized to 64 px never exists as floats whole
+    x = torch.cat([readers.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
     x = convert_channels(x, channels or x.shape[1])
     num_classes = len(class_names) if fmt == "shapes" else _num_classes(fmt, loc)
     return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
