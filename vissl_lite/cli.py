@@ -1,4 +1,4 @@
-"""``vissl-lite``: pretrain | linear-probe | knn | finetune | export | reconstruct.
+"""``vissl-lite``: pretrain | linear-probe | knn | finetune | transfer | export | reconstruct.
 
 Every RunConfig field is a ``--kebab-case`` flag; flags override the recipe (``--config``), which overrides the
 defaults. Run ``vissl-lite pretrain --help`` for the full list.
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from vissl_lite.config import FIELDS, ConfigError, RunConfig, _base_type, list_recipes, make_config
+
+PROTOCOLS = ("linear_probe", "knn", "finetune")  # vissl_lite.eval.transfer.PROTOCOLS, without importing torch
 
 EPILOG_PRETRAIN = """examples:
   vissl-lite pretrain                                  # quickstart: SimCLR on the built-in shapes, then probes
@@ -25,6 +27,16 @@ EPILOG_FINETUNE = """examples:
   vissl-lite finetune --checkpoint runs/pneu --label-fraction 0.01,0.1,1 --seeds 3   # label-efficiency curve
   vissl-lite finetune --init scratch --data medmnist/chestmnist.npz --in-chans 1     # multi-label, AUROC
   vissl-lite finetune --init-weights resnet18.safetensors --data medmnist/retinamnist.npz --image-size 28
+"""
+
+EPILOG_TRANSFER = """examples:
+  vissl-lite transfer --data medmnist/pneumoniamnist.npz --image-size 28 --augment radiology --epochs 10
+  vissl-lite transfer --data labels.csv --pretrain-data ~/unlabeled_films --in-chans 1 --augment radiology
+  vissl-lite transfer --data medmnist/retinamnist.npz --checkpoint runs/retina      # evaluate an existing run
+  vissl-lite transfer --data retina.npz --init-weights resnet18_imagenet.safetensors  # continued SSL + 3rd init
+  vissl-lite transfer --data ... --out runs/t --resume                                # finish an interrupted one
+defaults: --label-fraction 0.01,0.1,1 --seeds 3 --knn-k 20; fine-tuning uses the 'finetune' recipe (change it with
+--finetune-args 'epochs=20,lr=1e-3') and the pretraining augmentation when that is a medical preset.
 """
 
 # Flags that mean nothing to the user as overrides of a recipe (they are how a run is located).
@@ -109,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "backbone, image size, channels, normalisation and data come from the run")
     _add_config_flags(ft, recipe="finetune")
 
+    tr = sub.add_parser("transfer", help="SSL pretraining, then linear probe, kNN and fine-tuning at several label "
+                        "fractions and seeds against random init, one report",
+                        description="One command for transfer to a labeled (e.g. medical) dataset: self-supervised "
+                        "pretraining on unlabeled images (default: the labeled set's own train images, labels "
+                        "unused), then linear probe and kNN on frozen features and fine-tuning, each at several "
+                        "label fractions and seeds against random initialisation (and against --init-weights when "
+                        "given). Writes <out>/report.md with a MedMNIST-style table (ACC and AUC, mean ± std) and "
+                        "label-efficiency plots, and <out>/metrics.json. Every config flag below sets pretraining; "
+                        "evaluation flags (--label-fraction, --seeds, --knn-k, --probe-*) apply to every step.",
+                        epilog=EPILOG_TRANSFER, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--config", default=None, help="pretraining recipe [default: <method>_quickstart]")
+    tr.add_argument("--pretrain-data", default=None, help="unlabeled images for pretraining (any --data spec) "
+                    "[default: the --data train split]")
+    tr.add_argument("--checkpoint", default=None, help="evaluate this existing pretraining run instead of "
+                    "pretraining")
+    tr.add_argument("--finetune-args", default=None, help="overrides of the fine-tuning recipe as key=value pairs, "
+                    "e.g. 'epochs=20,lr=1e-3,augment=crop_flip'")
+    tr.add_argument("--protocols", default=",".join(PROTOCOLS), help="which evaluations, comma-separated "
+                    f"[default: {','.join(PROTOCOLS)}]")
+    _add_config_flags(tr)
+
     ex = sub.add_parser("export", help="write a run's backbone weights as safetensors that timm loads",
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
                         "file and print the timm.create_model call that loads them.")
@@ -157,6 +190,25 @@ def _finetune(args: argparse.Namespace) -> None:
              baseline=args.baseline, recipe=args.config, **given)
 
 
+def _transfer(args: argparse.Namespace) -> None:
+    from vissl_lite.config import _parse_kv, parse_value
+    from vissl_lite.eval.transfer import transfer
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    data = given.pop("data", None)
+    if not data:
+        raise ConfigError("transfer needs --data: the labeled downstream dataset (e.g. pneumoniamnist.npz)")
+    try:
+        ft_args = _parse_kv(args.finetune_args) if args.finetune_args else {}
+    except ValueError as e:
+        raise ConfigError(f"--finetune-args: {e}") from e
+    protocols = tuple(p.strip().replace("-", "_") for p in args.protocols.split(",") if p.strip())
+    out = given.pop("out", None)
+    resume = parse_value("resume", given.pop("resume", False))
+    transfer(data, pretrain_data=args.pretrain_data, checkpoint=args.checkpoint, out=out, recipe=args.config,
+             finetune_args=ft_args, protocols=protocols, resume=resume, **given)
+
+
 def _export(args: argparse.Namespace) -> None:
     from vissl_lite.runs import export_backbone
 
@@ -189,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
-                    "export": _export, "reconstruct": _reconstruct}
+                    "transfer": _transfer, "export": _export, "reconstruct": _reconstruct}
         commands[args.command](args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)

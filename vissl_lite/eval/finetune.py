@@ -212,7 +212,8 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
         checkpoint: a pretraining run (folder or checkpoint.pt): its backbone initialises the network and its
             config fixes the architecture and (unless ``data`` is given) the data.
         init: 'checkpoint' (default with a checkpoint), 'weights' (default with init_weights) or 'scratch'.
-        init_weights: a local timm weights file for init='weights'.
+        init_weights: a local timm weights file for init='weights'; given with a checkpoint, the weights are
+            fine-tuned as a further comparison.
         out: output folder (default ``<run>/finetune``, or ``runs/finetune-<data>-<time>``).
         baseline: also fine-tune from scratch (random init) with the same settings and seeds.
         **overrides: config keys (data, epochs, lr, label_fraction, seeds, ...).
@@ -256,11 +257,12 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                                "method": ckpt["config"]["method"]}
     splits = load_eval_splits(cfg, channels)
     channels = splits["train"].channels
-    if init == "weights":
+    if init_weights:
         backbone = runs.build_backbone(cfg, channels)
         notes["weights"] = load_weights_file(backbone, init_weights)
         init_states["weights"] = backbone.state_dict()
-    inits = [init] + (["scratch"] if baseline and init != "scratch" else [])
+    inits = ([init] + (["weights"] if init_weights and init != "weights" else [])  # SSL vs supplied weights too
+             + (["scratch"] if baseline and init != "scratch" else []))
     init_states.setdefault("scratch", None)
 
     num_classes, multilabel = splits["train"].num_classes, splits["train"].multilabel

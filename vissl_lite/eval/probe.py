@@ -187,7 +187,8 @@ def _evaluate_once(cached: dict, num_classes: int, pooling: str, dim: int, cfg: 
 
 def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, baseline: bool = True,
                     splits: dict[str, ImageSet] | None = None,
-                    which: tuple[str, ...] = ("linear_probe", "knn"), features: dict | None = None) -> dict:
+                    which: tuple[str, ...] = ("linear_probe", "knn"), features: dict | None = None,
+                    weights_file: str | Path | None = None) -> dict:
     """``{"linear_probe", "knn", "linear_probe_random_init", "knn_random_init"}`` (those in ``which``) for a method
     module (anything with ``embed`` and ``backbone``), at the last label regime, plus ``table`` (one row per
     protocol, init and regime) and, with several regimes, ``by_regime``. The baseline is the network pretraining
@@ -195,6 +196,8 @@ def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, base
 
     Args:
         features: if given, filled with each init's test features and labels (for the embedding plot).
+        weights_file: also evaluate the frozen features of this timm weights file (e.g. ImageNet weights), as
+            ``<protocol>_weights``.
     """
     channels = in_chans_of(model.backbone)
     splits = splits or load_eval_splits(cfg, channels)
@@ -204,6 +207,12 @@ def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, base
     candidates = [("", model.embed, "ssl")]
     if baseline:
         candidates.append(("_random_init", runs.build_model(cfg, channels).backbone.to(device).eval(), "random_init"))
+    if weights_file:
+        from vissl_lite.backbones import load_weights_file
+
+        supplied = runs.build_model(cfg, channels).backbone
+        load_weights_file(supplied, str(weights_file))
+        candidates.append(("_weights", supplied.to(device).eval(), "weights"))
     regimes = label_regimes(cfg)
     by_regime: dict[str, dict] = {regime_name(r): {} for r in regimes}
     rows = []

@@ -64,7 +64,8 @@ def plot_label_efficiency(rows: list[dict], png: Path, title: str = "") -> Path 
     ax.set_xscale("log")
     ax.set_xlabel("labeled train images (log scale)")
     metric = rows[0]["metric"]
-    ax.set_ylabel({"top1": "test top-1 (%)", "auroc_mean": "test mean AUROC"}.get(metric, metric))
+    ax.set_ylabel({"top1": "test top-1 (%)", "auroc_mean": "test mean AUROC",
+                   "auroc_macro": "test macro AUROC (%)"}.get(metric, metric))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines stay visible
     ax.set_title(title or "label efficiency", fontsize=10)

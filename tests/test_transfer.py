@@ -1,0 +1,81 @@
+"""vissl-lite transfer: pretraining, frozen protocols and fine-tuning in one command and one report."""
+
+import json
+
+import pytest
+
+from vissl_lite.cli import main
+from vissl_lite.eval.transfer import compare, medmnist_table
+
+FAST = ["--image-size", "16", "--batch-size", "12", "--max-steps", "3", "--probe-epochs", "3", "--seeds", "2",
+        "--label-fraction", "0.5,1", "--finetune-args", "epochs=1,min_steps=2,batch_size=12", "--no-progress"]
+
+
+def row(protocol, init, regime, n, mean, std, auc=None, seeds=2):
+    r = {"protocol": protocol, "init": init, "regime": regime, "n_train": n, "metric": "top1", "mean": mean,
+         "std": std, "seeds": seeds}
+    if auc is not None:
+        r |= {"auroc_mean": auc, "auroc_std": 0.5}
+    return r
+
+
+def test_compare_needs_the_gap_to_exceed_the_seed_noise():
+    rows = [row("linear_probe", "ssl", "1%", 10, 80.0, 1.0, 90.0), row("linear_probe", "random_init", "1%", 10,
+                                                                       70.0, 1.0, 89.5),
+            row("finetune", "checkpoint", "1%", 10, 71.0, 1.0), row("finetune", "scratch", "1%", 10, 70.0, 1.0),
+            row("finetune", "weights", "1%", 10, 99.0, 0.0)]
+    found = {c["protocol"]: c for c in compare(rows)}
+    assert set(found) == {"linear_probe", "finetune"}  # supplied weights have no random twin to beat
+    assert found["linear_probe"]["acc"] == {"delta": 10.0, "noise": 1.41, "verdict": "better"}
+    assert found["linear_probe"]["auc"]["verdict"] == "within noise"  # +0.5 against 0.71 of noise
+    assert found["finetune"]["acc"]["verdict"] == "within noise" and "auc" not in found["finetune"]
+    single = compare([row("knn k=20", "ssl", "10%", 5, 60.0, 0.0, seeds=1),
+                      row("knn k=20", "random_init", "10%", 5, 61.0, 0.0, seeds=1)])
+    assert single[0]["acc"]["verdict"] == "worse (single seed)"
+
+
+def test_medmnist_table_has_acc_and_auc_per_regime():
+    rows = [row("linear_probe", "ssl", "1%", 47, 83.44, 1.21, 89.6), row("linear_probe", "ssl", "100%", 4708, 85.5,
+                                                                         0.1, 93.7)]
+    table = medmnist_table(rows)
+    assert "| protocol | init | ACC 1% (47) | AUC 1% | ACC 100% (4708) | AUC 100% |" in table
+    assert "| linear probe | SSL | 83.4 ± 1.2 | 89.6 ± 0.5 | 85.5 ± 0.1 | 93.7 ± 0.5 |" in table
+
+
+@pytest.mark.slow
+def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out)] + FAST) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows = m["eval"]["table"]
+    protocols = {(r["protocol"], r["init"]) for r in rows}
+    assert protocols == {("linear_probe", "ssl"), ("linear_probe", "random_init"), ("knn k=20", "ssl"),
+                         ("knn k=20", "random_init"), ("finetune", "checkpoint"), ("finetune", "scratch")}
+    assert {r["regime"] for r in rows} == {"50%", "100%"} and all(len(r["values"]) == 2 for r in rows)
+    assert len(m["eval"]["comparison"]) == 6  # 3 protocols x 2 regimes, each against its random twin
+    report = (out / "report.md").read_text()
+    assert "ACC 50%" in report and "Does SSL beat random initialisation?" in report
+    assert (out / "label_efficiency_acc.png").stat().st_size > 1000
+    assert (out / "label_efficiency_auc.png").is_file() == any("auroc_mean" in r for r in rows)
+    for step in ("pretrain", "frozen", "finetune"):
+        assert (out / step / "metrics.json").is_file()
+    ft = json.loads((out / "finetune" / "metrics.json").read_text())
+    assert ft["config"]["augment"] == "radiology"  # the medical preset carries over to fine-tuning
+    assert "SSL beats random init" in capsys.readouterr().out
+
+    stamps = {s: (out / s / "metrics.json").stat().st_mtime_ns for s in ("pretrain", "frozen", "finetune")}
+    assert main(["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out)] + FAST) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"]
+                + FAST) == 0
+    assert stamps == {s: (out / s / "metrics.json").stat().st_mtime_ns for s in stamps}  # nothing recomputed
+    assert json.loads((out / "metrics.json").read_text())["eval"]["table"] == rows
+
+
+def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
+    assert main(["transfer", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(npz_gray), "--protocols", "probe", "--out", str(tmp_path / "y")]) == 2
+    assert "unknown protocol" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(npz_gray), "--finetune-args", "epochs", "--out", str(tmp_path / "z")]) == 2
+    assert "--finetune-args" in capsys.readouterr().err

@@ -1,0 +1,315 @@
+"""``vissl-lite transfer``: self-supervised pretraining on unlabeled images, then every evaluation protocol on a
+labeled downstream set at several label fractions and seeds, each against random initialisation (and against a
+supplied weights file), in one command and one report.
+
+Folder layout (each step keeps its own metrics.json and report.md, so nothing is recomputed on ``--resume``)::
+
+    <out>/pretrain/      the SSL run (skipped with --checkpoint)
+    <out>/frozen/        linear probe and kNN on frozen features: SSL, random init[, weights]
+    <out>/finetune/      fine-tuning: SSL, [weights,] scratch
+    <out>/report.md      the MedMNIST-style table (ACC and AUC per setting, mean ± std), label-efficiency plots
+    <out>/metrics.json   everything above, merged
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vissl_lite import runs
+from vissl_lite.backbones import in_chans_of
+from vissl_lite.config import FIELDS, ConfigError, config_from_dict, make_config, parse_value
+from vissl_lite.data import data_name
+from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
+
+PROTOCOLS = ("linear_probe", "knn", "finetune")
+# Settings that shape the evaluations; everything else configures pretraining.
+EVAL_KEYS = ("label_fraction", "labels_per_class", "seeds", "knn_k", "knn_temperature", "probe_epochs", "probe_lrs",
+             "probe_batch_size", "seed", "device", "progress", "on_bad_file", "window")
+DEFAULTS = {"label_fraction": [0.01, 0.1, 1.0], "seeds": 3, "knn_k": [20]}
+# The MedMNIST v2 paper's ResNet-18 (28) test ACC / AUC (Yang et al., Scientific Data 2023, Table 3), all labels,
+# 100 epochs from scratch at 28 px: a reference line for the report when the data is one of these sets.
+MEDMNIST_RESNET18_28 = {"pneumoniamnist": (85.4, 94.4), "retinamnist": (52.4, 71.7), "breastmnist": (86.3, 90.1)}
+
+
+def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path | None = None,
+             out: str | Path | None = None, recipe: str | None = None, finetune_args: dict | None = None,
+             protocols: tuple[str, ...] = PROTOCOLS, resume: bool = False, **overrides) -> dict:
+    """Pretrain (or take ``checkpoint``), then evaluate on ``data``; the Python twin of ``vissl-lite transfer``.
+
+    Args:
+        data: the labeled downstream dataset (any --data spec).
+        pretrain_data: unlabeled images for SSL (default: ``data``'s train split, labels unused).
+        checkpoint: an existing pretraining run to evaluate instead of pretraining.
+        out: output folder (default ``runs/transfer-<data>-<time>``).
+        recipe: pretraining recipe (default ``<method>_quickstart``).
+        finetune_args: overrides of the fine-tuning recipe (e.g. ``{"epochs": 20}``).
+        protocols: any of linear_probe, knn, finetune.
+        resume: finish an interrupted transfer in ``out``: finished steps are reused, pretraining resumes from its
+            checkpoint, fine-tuning reuses its finished sub-runs.
+        **overrides: config keys. Evaluation keys (label_fraction, seeds, knn_k, probe_*, seed, device,
+            progress, window, ...) apply to every step; the rest configure pretraining. ``init_weights`` (a local
+            timm file) starts pretraining from those weights and adds them as a third initialisation.
+
+    Returns:
+        the merged metrics written to ``<out>/metrics.json``.
+    """
+    t0 = time.time()
+    bad = sorted(set(protocols) - set(PROTOCOLS))
+    if bad or not protocols:
+        raise ConfigError(f"unknown protocol(s) {bad or protocols}; valid: {', '.join(PROTOCOLS)}")
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}")
+    for key, value in DEFAULTS.items():
+        overrides.setdefault(key, value)
+    init_weights = overrides.get("init_weights") or None
+    eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
+    out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "metrics.json").is_file() and not resume:
+        raise FileExistsError(f"{out} already holds a transfer result; pass --resume to reuse its steps, or choose "
+                              "another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # ---- 1. self-supervised pretraining (in-domain, unlabeled)
+    if checkpoint is None:
+        run = out / "pretrain"
+        pre = overrides | {"data": pretrain_data or data, "out": str(run), "probe": False}
+        if (run / "metrics.json").is_file():
+            print(f"vissl-lite transfer: pretraining already done in {run}")
+        else:
+            cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
+            from vissl_lite.train import pretrain
+
+            pretrain(cfg)
+        checkpoint = run
+    elif pretrain_data:
+        raise ConfigError("give --checkpoint (an existing run) or --pretrain-data (to pretrain), not both")
+    ckpt_file = runs.find_checkpoint(checkpoint)
+
+    # ---- 2. frozen features: linear probe and kNN
+    steps: dict[str, dict] = {}
+    frozen = tuple(p for p in protocols if p != "finetune")
+    if frozen:
+        steps["frozen"] = _frozen(ckpt_file, data, eval_over, frozen, out / "frozen", init_weights, resume)
+
+    # ---- 3. fine-tuning
+    if "finetune" in protocols:
+        from vissl_lite.eval.finetune import finetune
+
+        ft_dir = out / "finetune"
+        if resume and (ft_dir / "metrics.json").is_file():
+            steps["finetune"] = _load(ft_dir)
+        else:
+            ft_over = {k: v for k, v in eval_over.items() if k != "window"} | dict(finetune_args or {})
+            pre_cfg = runs.load_checkpoint(ckpt_file)["config"]
+            if pre_cfg.get("augment") in ("radiology", "pathology", "fundus") and "augment" not in ft_over:
+                # the medical preset's choices (e.g. no left-right flips of a chest film) hold for fine-tuning too
+                ft_over["augment"] = pre_cfg["augment"]
+            steps["finetune"] = finetune(ckpt_file, init="checkpoint", init_weights=init_weights, out=ft_dir,
+                                         data=data, resume=resume, **ft_over)
+
+    rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
+    metrics = {"command": "transfer", "data": data, "pretrain_data": pretrain_data or data,
+               "checkpoint": str(ckpt_file), "init_weights": init_weights, "protocols": list(protocols),
+               "config": runs.load_checkpoint(ckpt_file)["config"], "environment": runs.environment(),
+               "eval": {"table": rows, "comparison": compare(rows)},
+               "steps": {k: str(out / k) for k in steps}, "timing": {"total_s": round(time.time() - t0, 1)}}
+    write_metrics(out, metrics)
+    report = write_transfer_report(out, metrics)
+    print(transfer_summary(metrics))
+    print(f"  report: {report}")
+    return metrics
+
+
+def _row_order(row: dict) -> tuple:
+    """Protocols as in PROTOCOLS (kNN k in order), SSL before supplied weights before random, fewer labels first."""
+    base, _, k = row["protocol"].partition(" k=")
+    rank = {"ssl": 0, "checkpoint": 0, "weights": 1, "random_init": 2, "scratch": 2}
+    return (PROTOCOLS.index(base) if base in PROTOCOLS else 9, int(k or 0), rank.get(row["init"], 3),
+            row["n_train"])
+
+
+def _load(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...], out: Path,
+            init_weights: str | None, resume: bool) -> dict:
+    """Linear probe and/or kNN of the SSL, random-init (and supplied-weights) backbones; report.md in ``out``."""
+    if resume and (out / "metrics.json").is_file():
+        return _load(out)
+    dev = runs.resolve_device(eval_over.get("device", "auto"))
+    cfg, model, ckpt = runs.load_run(ckpt_file, dev)
+    keep = {k: v for k, v in eval_over.items() if k != "device"}
+    cfg = config_from_dict(cfg.to_dict() | keep | {"data": data})
+    t0 = time.time()
+    splits = load_eval_splits(cfg, in_chans_of(model.backbone))
+    print(f"vissl-lite transfer: {' and '.join(which)} on frozen features of {splits['train'].name} "
+          f"({len(splits['train'])} train images), {cfg.seeds} seed(s)")
+    features: dict = {}
+    results = run_evaluations(model, cfg, dev, baseline=True, splits=splits, which=which, features=features,
+                              weights_file=init_weights)
+    metrics = {"command": "linear-probe" if which == ("linear_probe",) else "frozen evaluation",
+               "checkpoint": str(ckpt_file), "step": ckpt["step"], "config": cfg.to_dict(),
+               "environment": runs.environment(), "eval": results, "class_names": splits["train"].class_names,
+               "timing": {"total_s": round(time.time() - t0, 2)}}
+    write_metrics(out, metrics)
+    from vissl_lite.eval.report import write_report
+
+    write_report(out, metrics, features, train_curves=ckpt_file.parent / "train_curves.png")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+BASELINE = {"ssl": "random_init", "checkpoint": "scratch", "weights": None}
+INIT_NAMES = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratch": "random init (scratch)",
+              "weights": "supplied weights"}
+
+
+def _protocol_name(protocol: str) -> str:
+    return {"linear_probe": "linear probe", "finetune": "fine-tune"}.get(protocol, protocol.replace("knn", "kNN"))
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """SSL against its random-init baseline for each (protocol, regime): the difference in ACC and AUC and a
+    verdict. 'better' / 'worse' need the gap to exceed both settings' seed std combined (sqrt(s1^2 + s2^2));
+    otherwise 'within noise'. One seed: the sign alone, marked 'single seed'."""
+    index = {(r["protocol"], r["init"], r["regime"]): r for r in rows}
+    found = []
+    for (protocol, init, regime), ssl in index.items():
+        base = index.get((protocol, BASELINE.get(init), regime))
+        if base is None:
+            continue
+        entry = {"protocol": protocol, "regime": regime, "n_train": ssl["n_train"], "metric": ssl["metric"]}
+        for key, mean, std in (("acc", "mean", "std"), ("auc", "auroc_mean", "auroc_std")):
+            if mean not in ssl or mean not in base:
+                continue
+            gap = ssl[mean] - base[mean]
+            noise = float(np.hypot(ssl[std], base[std]))
+            if ssl["seeds"] < 2:
+                verdict = ("better" if gap > 0 else "worse") + " (single seed)"
+            else:
+                verdict = "better" if gap > noise else "worse" if -gap > noise else "within noise"
+            entry[key] = {"delta": round(gap, 2), "noise": round(noise, 2), "verdict": verdict}
+        found.append(entry)
+    return found
+
+
+def _cell(row: dict | None, mean: str, std: str) -> str:
+    if row is None or mean not in row:
+        return "–"
+    return f"{row[mean]:.1f} ± {row[std]:.1f}" if row["seeds"] > 1 else f"{row[mean]:.1f}"
+
+
+def medmnist_table(rows: list[dict]) -> str:
+    """Markdown in the MedMNIST style: one row per (protocol, init), for every label regime an ACC and an AUC
+    column (test, %, mean ± std over seeds). Multi-label data shows mean AUROC in place of ACC and mAP-free AUC."""
+    first: dict[str, int] = {}
+    for r in rows:
+        first.setdefault(r["regime"], r["n_train"])
+    regimes = sorted((n, name) for name, n in first.items())
+    order = []
+    for r in rows:
+        key = (r["protocol"], r["init"])
+        if key not in order:
+            order.append(key)
+    by = {(r["protocol"], r["init"], r["regime"]): r for r in rows}
+    acc = "ACC" if any(r["metric"] == "top1" for r in rows) else "mean AUC"
+    head = "| protocol | init | " + " | ".join(f"{acc} {name} ({n}) | AUC {name}" for n, name in regimes) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(regimes))]
+    for protocol, init in order:
+        cells = []
+        for _, name in regimes:
+            row = by.get((protocol, init, name))
+            cells += [_cell(row, "mean", "std"), _cell(row, "auroc_mean", "auroc_std") if acc == "ACC" else "–"]
+        lines.append(f"| {_protocol_name(protocol)} | {INIT_NAMES.get(init, init)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _auc_rows(rows: list[dict]) -> list[dict]:
+    return [r | {"mean": r["auroc_mean"], "std": r["auroc_std"], "metric": "auroc_macro"}
+            for r in rows if "auroc_mean" in r]
+
+
+def write_transfer_report(out: Path, metrics: dict) -> Path:
+    from vissl_lite.eval.report import plot_label_efficiency
+
+    rows = metrics["eval"]["table"]
+    cfg = metrics["config"]
+    env = metrics["environment"]
+    name = data_name(metrics["data"])
+    device = env.get("cuda_device") or f"CPU, {env.get('torch_threads')} threads"
+    lines = [f"# vissl-lite transfer: {name}", "",
+             f"- **downstream data:** {metrics['data']}",
+             f"- **pretraining:** {cfg['method']} ({cfg['augment']} augmentation), {cfg['backbone']}, "
+             f"{cfg['image_size']} px, "
+             + (f"{cfg['max_steps']} steps" if cfg.get("max_steps") else f"{cfg['epochs']} epochs")
+             + f" on {cfg['data']}"
+             + (f", started from {metrics['init_weights']}" if metrics.get("init_weights") else ""),
+             f"- **checkpoint:** {metrics['checkpoint']}",
+             f"- **environment:** torch {env.get('torch')}, timm {env.get('timm')}, "
+             f"{device}; vissl-lite "
+             f"{env.get('vissl_lite')} (git {env.get('git_sha')})",
+             f"- **time:** {metrics['timing']['total_s'] / 60:.1f} min", ""]
+    lines += ["## Results (test split, %)", "",
+              "ACC is top-1 accuracy, AUC the macro one-vs-rest AUROC (for two classes: the AUROC), as in MedMNIST. "
+              "Columns: share of the training labels used (labeled images in brackets). Mean ± std over seeds; "
+              "each seed draws its own label subset and head.", "", medmnist_table(rows)]
+    paper = MEDMNIST_RESNET18_28.get(name.split("_")[0])
+    if paper:
+        lines += [f"For reference, the MedMNIST v2 paper's ResNet-18 (28) gets ACC {paper[0]} / AUC {paper[1]} "
+                  "on this set (all labels, 100 epochs from scratch, 28 px).", ""]
+    comparison = metrics["eval"]["comparison"]
+    if comparison:
+        lines += ["## Does SSL beat random initialisation?", "",
+                  "SSL minus the random-init baseline of the same protocol, in points. 'better' and 'worse' need "
+                  "the gap to exceed the two settings' seed std combined.", "",
+                  "| protocol | labels | ΔACC | ΔAUC |", "|---|---|---|---|"]
+        for c in comparison:
+            cells = [f"{c[k]['delta']:+.1f} ({c[k]['verdict']})" if k in c else "–" for k in ("acc", "auc")]
+            lines.append(f"| {_protocol_name(c['protocol'])} | {c['regime']} ({c['n_train']}) | " + " | ".join(cells)
+                         + " |")
+        lines.append("")
+    plots = []
+    for label, subset, fname in (("ACC", [r for r in rows if r["metric"] == "top1"], "label_efficiency_acc.png"),
+                                 ("AUC", _auc_rows(rows), "label_efficiency_auc.png")):
+        png = plot_label_efficiency(subset, out / fname, f"{name}: test {label} against labeled images") \
+            if subset else None
+        if png:
+            plots.append(f"![{label}]({fname})")
+    if plots:
+        lines += ["## Label efficiency", ""] + [p + "\n" for p in plots]
+    lines += ["## Steps", ""]
+    for step, folder in metrics["steps"].items():
+        lines.append(f"- **{step}:** [{os.path.relpath(Path(folder) / 'report.md', out)}]"
+                     f"({os.path.relpath(Path(folder) / 'report.md', out)}) (protocols, confusion matrix, "
+                     "embedding, curves)")
+    lines += ["", "All numbers are in `metrics.json`; each step's full config is in its own metrics.json.", ""]
+    path = out / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def transfer_summary(metrics: dict) -> str:
+    lines = [f"vissl-lite transfer: {data_name(metrics['data'])}, test ACC / AUC (%)"]
+    for r in metrics["eval"]["table"]:
+        auc = f" / {r['auroc_mean']:5.1f}" if "auroc_mean" in r else ""
+        std = f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""
+        lines.append(f"  {_protocol_name(r['protocol']):<13} {INIT_NAMES.get(r['init'], r['init']):<22} "
+                     f"{r['regime']:>6} ({r['n_train']:>5}): {r['mean']:5.1f}{std}{auc}")
+    better = [f"{_protocol_name(c['protocol'])} {c['regime']}" for c in metrics["eval"]["comparison"]
+              if c.get("acc", {}).get("verdict") == "better"]
+    lines.append(f"  SSL beats random init (ACC, beyond seed noise) in: {', '.join(better) or 'none'}")
+    return "\n".join(lines)
+
+
+__all__ = ["PROTOCOLS", "compare", "medmnist_table", "regime_name", "transfer", "write_transfer_report"]
