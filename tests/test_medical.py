@@ -183,3 +183,13 @@ def test_medmnist_npz_at_every_resolution(tmp_path, res, channels):
     assert np.array_equal(native.images.reshape(expected.shape).numpy(), expected)
     small = load_split(str(path), "test", 32, progress=False)
     assert small.images.shape == (2, channels, 32, 32) and small.images.dtype == torch.uint8
+
+
+def test_elastic_warp_on_the_device_changes_geometry_and_keeps_the_range():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    keep = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), p_affine=0.0, p_window=0.0, p_intensity=0.0, p_gamma=0.0,
+                p_blur=0.0, p_noise=0.0)
+    warped = unnormalise(build_augment("radiology", 32, 1, p_elastic=1.0, elastic_alpha=2.0, **keep)(x)[0], 1)
+    assert warped.shape == x.shape and not torch.allclose(warped, x, atol=1e-3)
+    assert warped.min() >= -1e-5 and warped.max() <= 1 + 1e-5

@@ -160,9 +160,11 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
                "environment": runs.environment(), "eval": results, "class_names": splits["train"].class_names,
                "timing": {"total_s": round(time.time() - t0, 2)}}
     write_metrics(out, metrics)
+    from vissl_lite.eval.probe import summary
     from vissl_lite.eval.report import write_report
 
     write_report(out, metrics, features, train_curves=ckpt_file.parent / "train_curves.png")
+    print(summary(metrics))
     return metrics
 
 

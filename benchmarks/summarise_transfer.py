@@ -1,0 +1,39 @@
+"""Collect `vissl-lite transfer` results into benchmarks/results/transfer.json (the README's transfer table).
+
+    python benchmarks/summarise_transfer.py RUNS_DIR SET [SET ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from vissl_lite.eval.transfer import MEDMNIST_RESNET18_28, medmnist_table
+
+ROOT = Path(__file__).resolve().parent
+
+
+def main(runs: Path, names: list[str]) -> None:
+    result = {"description": "vissl-lite transfer per MedMNIST set: test ACC and macro AUROC (%), mean and std over "
+                             "seeds, SSL vs random init, plus the MedMNIST v2 paper's ResNet-18 (28) for reference",
+              "sets": {}}
+    for name in names:
+        m = json.loads((runs / name / "metrics.json").read_text())
+        pre = json.loads((runs / name / "pretrain" / "metrics.json").read_text())
+        result["sets"][name] = {
+            "pretraining": {k: m["config"][k] for k in ("method", "augment", "backbone", "image_size", "epochs")},
+            "table": m["eval"]["table"], "comparison": m["eval"]["comparison"],
+            "paper_resnet18_28_acc_auc": MEDMNIST_RESNET18_28.get(name),
+            "seconds": {"pretrain": pre["timing"]["total_s"], "total": m["timing"]["total_s"]},
+            "environment": m["environment"]}
+        print(f"## {name}\n\n{medmnist_table(m['eval']['table'])}")
+    out = ROOT / "results" / "transfer.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(Path(sys.argv[1]), sys.argv[2:])
