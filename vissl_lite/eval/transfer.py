@@ -13,6 +13,7 @@ Folder layout (each step keeps its own metrics.json and report.md, so nothing is
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     elif pretrain_data:
         raise ConfigError("give --checkpoint (an existing run) or --pretrain-data (to pretrain), not both")
     ckpt_file = runs.find_checkpoint(checkpoint)
+    pre_cfg = runs.load_checkpoint(ckpt_file)["config"]  # read once: the file holds the optimizer state too
 
     # ---- 2. frozen features: linear probe and kNN
     steps: dict[str, dict] = {}
@@ -105,7 +107,6 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             steps["finetune"] = _load(ft_dir)
         else:
             ft_over = {k: v for k, v in eval_over.items() if k != "window"} | dict(finetune_args or {})
-            pre_cfg = runs.load_checkpoint(ckpt_file)["config"]
             if pre_cfg.get("augment") in ("radiology", "pathology", "fundus") and "augment" not in ft_over:
                 # the medical preset's choices (e.g. no left-right flips of a chest film) hold for fine-tuning too
                 ft_over["augment"] = pre_cfg["augment"]
@@ -115,7 +116,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
     metrics = {"command": "transfer", "data": data, "pretrain_data": pretrain_data or data,
                "checkpoint": str(ckpt_file), "init_weights": init_weights, "protocols": list(protocols),
-               "config": runs.load_checkpoint(ckpt_file)["config"], "environment": runs.environment(),
+               "config": pre_cfg, "environment": runs.environment(),
                "eval": {"table": rows, "comparison": compare(rows)},
                "steps": {k: str(out / k) for k in steps}, "timing": {"total_s": round(time.time() - t0, 1)}}
     write_metrics(out, metrics)
@@ -134,8 +135,6 @@ def _row_order(row: dict) -> tuple:
 
 
 def _load(folder: Path) -> dict:
-    import json
-
     return json.loads((folder / "metrics.json").read_text())
 
 
