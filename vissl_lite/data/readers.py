@@ -228,13 +228,20 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
         return _read_dicom_values(file)
     try:
         with Image.open(file) as im:
-            if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
-                return None
-            im = ImageOps.exif_transpose(im)
-            values = np.asarray(im, dtype=np.float64)
+            return _high_range_pil(im)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
+
+
+HIGH_RANGE_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float], bool] | None:
+    """:func:`read_high_range` for an opened PIL image; None unless it is 16-bit (or 32-bit int) grayscale."""
+    if im.mode not in HIGH_RANGE_MODES:
+        return None
+    values = np.asarray(ImageOps.exif_transpose(im), dtype=np.float64)
     # A 16-bit file whose values all stay below 256 is an 8-bit image stored wide: read it as 8-bit.
     return values, (0.0, 65535.0 if values.max() > 255 else 255.0), False
 
@@ -257,8 +264,10 @@ def window_image(file: Path, window="auto") -> np.ndarray | None:
     """A high-range grayscale file as uint8 (H, W) through ``window`` (see :data:`WINDOW_HELP`; 'dataset' must be
     resolved to a (lo, hi) pair first, see :func:`dataset_window`); None for 8-bit and colour files."""
     raw = read_high_range(file)
-    if raw is None:
-        return None
+    return None if raw is None else _windowed(raw, window)
+
+
+def _windowed(raw: tuple[np.ndarray, tuple[float, float] | None, bool], window) -> np.ndarray:
     values, own, invert = raw
     if isinstance(window, tuple):
         lo, hi = window
@@ -410,7 +419,7 @@ def image_channels(file: Path) -> int:
         return 3 if int(ds.get("SamplesPerPixel", 1)) == 3 else 1
     try:
         with Image.open(file) as im:
-            return 1 if im.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1") else 3
+            return 1 if im.mode in ("L", "LA", "F", "1", *HIGH_RANGE_MODES) else 3
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"cannot open image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
@@ -434,15 +443,17 @@ def decode_image(file: Path, size: int, channels: int, window="auto") -> torch.T
     """Decode one file to uint8 ``(channels, size, size)``: EXIF rotation applied, short side resized to ``size``
     (antialiased), centre crop. Grayscale files with more than 8 bits (DICOM, 16-bit PNG/TIFF) keep their values
     until this one windowing step, ``window`` (see :data:`WINDOW_HELP`), maps them to 8 bits."""
+    mode = "L" if channels == 1 else "RGB"
     try:
-        gray = read_dicom(file, window) if file.suffix.lower() in DICOM_EXTENSIONS else window_image(file, window)
-        if gray is not None:
-            im = Image.fromarray(gray)
-            im = im.convert("L" if channels == 1 else "RGB")
+        if file.suffix.lower() in DICOM_EXTENSIONS:
+            im = Image.fromarray(read_dicom(file, window)).convert(mode)
         else:
-            with Image.open(file) as im:
-                im = ImageOps.exif_transpose(im)
-                im = im.convert("L" if channels == 1 else "RGB")
+            with Image.open(file) as im:  # opened once: 16-bit files are windowed, others converted
+                raw = _high_range_pil(im)
+                if raw is not None:
+                    im = Image.fromarray(_windowed(raw, window)).convert(mode)
+                else:
+                    im = ImageOps.exif_transpose(im).convert(mode)
         arr = np.asarray(im, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
