@@ -1,0 +1,184 @@
+"""The batched replacements for kornia ops (colour.py, geometry.py) against the ops they replace: same output for the
+same random draw, and draws with the same distribution."""
+
+import itertools
+import math
+
+import kornia.augmentation as K
+import kornia.filters as KF
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from vissl_lite.augment import build_augment
+from vissl_lite.augment.colour import ColorJitter, RandomGaussianBlur, RandomGrayscale, adjust_hue_, grayscale
+from vissl_lite.augment.geometry import LOOP_ABOVE, ResizedCropFlip, resized_crop
+
+FACTOR_KEYS = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+
+
+def images(n=32, channels=3, side=16, seed=0):
+    """Random images plus the awkward cases: grey pixels (no hue), ties for the max channel, saturated values."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, side, side, generator=g)
+    if channels == 3:
+        x[0] = x[0, :1]  # a grey image
+        x[1, 1] = x[1, 0]  # red and green tie
+        x[2, :, :4] = 1.0  # white rows
+        x[3, 2] = x[3].amax(0)  # blue holds the max everywhere
+        x[4] = torch.round(x[4] * 4) / 4  # many exact ties
+    return x
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4)))[::5])
+def test_colour_jitter_matches_kornia_for_the_same_draw(order):
+    x = images()
+    ours = ColorJitter(0.8, 0.8, 0.8, 0.2, p=1.0)
+    kornia = K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=1.0)
+    torch.manual_seed(sum(order))
+    params = ours.sample(len(x), "cpu")
+    params["order"] = list(order)
+    expected = kornia.apply_transform(x, {k: f.flatten() for k, f in zip(FACTOR_KEYS, params["factors"])}
+                                      | {"order": torch.tensor(order)}, flags={})
+    torch.testing.assert_close(ours.apply(x, params), expected, atol=1e-5, rtol=0)
+
+
+def test_one_channel_jitter_matches_kornia():
+    x = images(channels=1)
+    ours, kornia = ColorJitter(0.5, 0.7, p=1.0), K.ColorJitter(0.5, 0.7, p=1.0)
+    params = ours.sample(len(x), "cpu")
+    expected = kornia.apply_transform(x, {k: f.flatten() for k, f in zip(FACTOR_KEYS, params["factors"])}
+                                      | {"order": torch.tensor(params["order"])}, flags={})
+    torch.testing.assert_close(ours.apply(x, params), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="need RGB"):
+        ColorJitter(0.5, 0.5, 0.5, 0.1)(x)
+
+
+@pytest.mark.parametrize("turns", [-0.5, -0.2, -0.01, 0.0, 0.13, 0.2, 0.5])
+def test_hue_matches_torchvision(turns):
+    x = images()
+    expected = torch.stack([TF.adjust_hue(img, turns) for img in x])
+    got = adjust_hue_(x.clone(), torch.full((len(x), 1, 1, 1), turns))
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
+def test_jitter_draws_have_the_stated_distribution():
+    torch.manual_seed(0)
+    jitter = ColorJitter(0.8, 0.4, 0.6, 0.2, p=0.8)
+    params = jitter.sample(20000, "cpu")
+    picked = params["picked"].flatten()
+    assert abs(picked.float().mean().item() - 0.8) < 0.015
+    for f, (lo, hi), neutral in zip(params["factors"], [(0.2, 1.8), (0.6, 1.4), (0.4, 1.6), (-0.2, 0.2)],
+                                    (1.0, 1.0, 1.0, 0.0)):
+        f = f.flatten()
+        assert (f[~picked] == neutral).all()
+        drawn = f[picked]
+        assert drawn.min() >= lo and drawn.max() <= hi
+        # uniform on [lo, hi]: mean and variance within 4 standard errors
+        n, mean, var = len(drawn), (lo + hi) / 2, (hi - lo) ** 2 / 12
+        assert abs(drawn.mean().item() - mean) < 4 * math.sqrt(var / n)
+        assert abs(drawn.var().item() - var) < 4 * var * math.sqrt(0.8 / n)
+    orders = {tuple(jitter.sample(1, "cpu")["order"]) for _ in range(300)}
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders) and len(orders) > 15  # random permutations
+
+
+def test_images_not_picked_are_unchanged():
+    x = images() * 1.2 - 0.1  # values outside [0, 1] too: returned as they came
+    torch.manual_seed(3)
+    jitter = ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.5)
+    params = jitter.sample(len(x), "cpu")
+    out = jitter.apply(x, params)
+    kept = ~params["picked"].flatten()
+    assert kept.any() and (~kept).any()
+    assert torch.equal(out[kept], x[kept])
+    assert not torch.equal(out[~kept], x[~kept])
+    assert torch.equal(ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.0)(x), x)
+
+
+def test_grayscale_matches_kornia_and_is_per_image():
+    x = images(64)
+    from kornia.color import rgb_to_grayscale
+
+    torch.testing.assert_close(grayscale(x), rgb_to_grayscale(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(grayscale(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)  # its red weight is 0.2989
+    torch.manual_seed(0)
+    out = RandomGrayscale(p=0.5)(x)
+    grey = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
+    assert 10 < grey.sum() < 54
+    assert torch.equal(out[~grey], x[~grey])
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_blur_matches_kornia_for_the_same_sigma(kernel):
+    x = images(8, side=20)
+    blur = RandomGaussianBlur(kernel, (0.1, 2.0), p=1.0)
+    torch.manual_seed(5)
+    out = blur(x)
+    torch.manual_seed(5)
+    sigma = torch.empty(len(x), 1).uniform_(0.1, 2.0)  # the draw blur.kernels made
+    expected = torch.cat([KF.gaussian_blur2d(x[i:i + 1], (kernel, kernel), (s, s), border_type="reflect")
+                          for i, s in enumerate(sigma.flatten().tolist())])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    torch.manual_seed(1)
+    partly = RandomGaussianBlur(kernel, p=0.5)(x)
+    same = (partly == x).flatten(1).all(1)
+    assert same.any() and not same.all()  # the images not picked are exactly unchanged
+    with pytest.raises(ValueError, match="odd"):
+        RandomGaussianBlur(4)
+
+
+@pytest.mark.parametrize("size,side", [(16, 16), (16, 40), (LOOP_ABOVE + 8, LOOP_ABOVE + 20)])
+def test_resized_crop_is_torchvision_resize_of_the_box(size, side):
+    """Up- and downsampling, matmul path and (above LOOP_ABOVE) the per-image path: the crop resized by
+    torchvision (antialias, half-pixel centres), mirrored where flip is set."""
+    x = images(12, side=side)
+    torch.manual_seed(2)
+    params = ResizedCropFlip(size, p_flip=0.5).sample(x.shape, "cpu")
+    out = resized_crop(x, params["boxes"], size, params["flip"])
+    for i, (x0, y0, w, h) in enumerate(params["boxes"].long().tolist()):
+        expected = TF.resize(x[i, :, y0:y0 + h, x0:x0 + w], [size, size], antialias=True)
+        expected = expected.flip(-1) if params["flip"][i] else expected
+        torch.testing.assert_close(out[i], expected, atol=2e-5, rtol=0)
+
+
+def test_resized_crop_matmul_path_matches_the_loop():
+    x = images(6, side=48)
+    boxes = torch.tensor([[0, 0, 48, 48], [3, 5, 20, 30], [40, 40, 8, 8], [0, 10, 48, 7], [1, 1, 1, 1],
+                          [10, 0, 30, 48]], dtype=torch.float32)
+    flip = torch.tensor([False, True, False, True, True, False])
+    from vissl_lite.augment import geometry
+
+    torch.testing.assert_close(resized_crop(x, boxes, 24, flip), geometry._resized_crop_loop(x, boxes, 24, flip),
+                               atol=2e-5, rtol=0)
+    assert torch.equal(resized_crop(x[:1], boxes[:1], 48)[0], x[0])  # the whole image at its own size: unchanged
+
+
+def test_crop_boxes_follow_scale_and_ratio():
+    torch.manual_seed(0)
+    crop = ResizedCropFlip(32, scale=(0.2, 0.6), ratio=(0.5, 2.0), p_flip=0.3)
+    params = crop.sample(torch.Size([4000, 3, 64, 64]), "cpu")
+    _, _, w, h = params["boxes"].unbind(1)
+    area = w * h / 64 ** 2
+    assert area.min() > 0.18 and area.max() < 0.63  # rounding to whole pixels moves the bounds slightly
+    assert (w / h).min() > 0.45 and (w / h).max() < 2.2
+    assert abs(math.log((w / h).median().item())) < 0.1  # log-uniform ratio: median near 1
+    assert abs(params["flip"].float().mean().item() - 0.3) < 0.03
+
+
+def test_simclr_views_match_the_kornia_pipeline_in_distribution():
+    """Per-view mean and std of our SimCLR views against the same recipe built from kornia's modules (with the
+    half-pixel resize torchvision uses): the quantiles of both statistics agree."""
+    x = (images(512, side=32, seed=1) * 255).to(torch.uint8)
+    ours = build_augment("simclr", 32, 3)
+    reference = torch.nn.Sequential(
+        K.RandomResizedCrop((32, 32), scale=(0.08, 1.0), align_corners=False), K.RandomHorizontalFlip(),
+        K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8), K.RandomGrayscale(p=0.2),
+        K.RandomGaussianBlur((3, 3), (0.1, 2.0), p=0.5))
+    torch.manual_seed(0)
+    a = torch.cat([torch.cat(ours(x)) for _ in range(4)])
+    b = torch.cat([ours.normalize(reference(x.float() / 255)) for _ in range(8)])
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    for stat in (lambda v: v.mean(dim=(1, 2, 3)), lambda v: v.std(dim=(1, 2, 3)),
+                 lambda v: (v[:, 0] - v[:, 2]).abs().mean(dim=(1, 2))):  # brightness, contrast, colourfulness
+        qa, qb = stat(a).quantile(q), stat(b).quantile(q)
+        assert (qa - qb).abs().max() < 0.08, (qa, qb)
