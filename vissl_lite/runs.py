@@ -38,6 +38,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_channels_last(model: nn.Module) -> bool:
+    """Whether ``model`` is a conv net (more than one Conv2d; a ViT has only its patch embedding). oneDNN on CPU and
+    cuDNN on GPU run convolutions and BatchNorm faster on channels-last tensors: profiled at 32 px on 2 CPU cores,
+    ResNet-18 forward + backward took 1.27x less time (benchmarks/pretrain_throughput.py)."""
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Put a conv net's weights in channels-last layout (the values are unchanged); other models as they are.
+    Call before wrapping in DDP; the training loop then feeds it channels-last views."""
+    return model.to(memory_format=torch.channels_last) if use_channels_last(model) else model
+
+
 def build_backbone(cfg: RunConfig, in_chans: int) -> nn.Module:
     extra = {"drop_path_rate": cfg.drop_path} if cfg.drop_path > 0 else {}
     return create_backbone(cfg.backbone, in_chans=in_chans, img_size=cfg.image_size, small_input=cfg.small_input,

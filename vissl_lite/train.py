@@ -136,7 +136,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
 
     # ---- model, augmentation, optimiser
-    model = runs.build_model(cfg, channels).to(device)
+    model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
                         views=model.views, **cfg.augment_args).to(device)
     start_weights = None
@@ -273,6 +273,7 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     log_path = out / "metrics.jsonl"
     model.train()
     bad_loss = torch.zeros((), dtype=torch.bool, device=device)
+    channels_last = runs.use_channels_last(model)
     bar = tqdm(total=total, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True,
                leave=desc == "pretrain")
     t_log, seen, last_good = time.time(), 0, step
@@ -284,6 +285,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                 scheduler.step_update(step)
                 lr = max(group["lr"] for group in optimizer.param_groups)
                 views = aug(x)  # list of (B, C, S, S) float
+                if channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     outputs = train_model(views, y)
                 loss = outputs["loss"]

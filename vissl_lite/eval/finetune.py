@@ -136,7 +136,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     model = runs.build_model(cfg, channels)  # seeded from cfg.seed: the head differs per seed
     if init_state is not None:
         model.backbone.load_state_dict(init_state)
-    model.to(device)
+    runs.to_channels_last(model.to(device))
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
                         views=model.views, **cfg.augment_args).to(device)
     decay = resolved_layer_decay(cfg, model.backbone)
