@@ -1,0 +1,78 @@
+"""Shared by the benchmark scripts: the environment block every JSON result carries, and summary.json updates."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
+    """Hardware, versions and git SHA (with a "+dirty" mark when the tree has uncommitted changes)."""
+    import importlib
+
+    try:
+        here = Path(__file__).parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=here).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here).stdout.strip()
+        sha = f"{sha}+dirty" if sha and dirty else sha
+    except OSError:
+        sha = None
+    env = {"machine": machine(device), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+           "torch": torch.__version__, "git_sha": sha}
+    for name in ("torchvision", "timm", "kornia", *packages):
+        try:
+            env[name] = importlib.import_module(name).__version__
+        except ImportError:
+            env[name] = None
+    return env
+
+
+def update_summary(entries: dict) -> Path:
+    """Merge ``entries`` into benchmarks/results/summary.json (other scripts' keys are kept)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(entries)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def load_cifar(n: int, path: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` CIFAR-10 train images as uint8 (n, 3, 32, 32) and labels, from ../shared/data; the built-in
+    shapes set when the file is absent (a clone without the shared folder still runs)."""
+    import numpy as np
+
+    path = path or SHARED_DATA / "cifar10/cifar10.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            x = torch.from_numpy(f["train_images"][:n]).permute(0, 3, 1, 2).contiguous()
+            y = torch.from_numpy(f["train_labels"][:n].reshape(-1).astype("int64"))
+        return x, y
+    from vissl_lite.data import load_split
+
+    data = load_split("shapes", "train", 32, progress=False)
+    reps = -(-n // len(data))
+    return data.images.repeat(reps, 1, 1, 1)[:n], data.labels.repeat(reps)[:n]

@@ -1,0 +1,270 @@
+"""End-to-end pretraining throughput: vissl_lite's pipeline against the lightly package's reference pipeline for the
+same job, side by side in one process.
+
+    pip install lightly   # benchmark-only dependency
+    python benchmarks/pretrain_throughput.py [--jobs simclr,mae,dae] [--precision fp32,bf16] [--repeats 3]
+
+Jobs (CIFAR-10 train images from ../shared/data at 32 px; the built-in shapes set when it is absent):
+
+- simclr: ResNet-18 with the small-input stem (3x3 stride-1 conv, no max-pool), batch 128 (256 views), the SimCLR
+  paper's augmentation (crop 8-100%, flip, colour jitter 0.8/0.8/0.8/0.2 with p=0.8, grayscale 0.2, blur 0.5),
+  NT-Xent at temperature 0.5, a 2-layer 512-512-128 projection head, AdamW.
+  - ours: the uint8 set on the device, vissl_lite's batched ``simclr`` views, its SimCLR module, channels-last.
+  - lightly: ``SimCLRTransform(input_size=32)`` on PIL images in a DataLoader with 2 workers, ``NTXentLoss``,
+    ``SimCLRProjectionHead(512, 512, 128)``, the same timm backbone built the same way.
+- mae: ViT-Tiny, patch 4, batch 256, the mae_quickstart decoder; ours with ``crop_flip`` views, lightly with its
+  ``MAETransform(input_size=32)`` in the DataLoader. Both train the same MAE module (lightly's MAE is a recipe of
+  building blocks around a timm ViT, not a different model), so the difference is the data path.
+- dae: ResNet-18 small-input, batch 128, the dae_quickstart denoising model. lightly has no denoising autoencoder;
+  its side is ``MAETransform`` (crop 20-100% and flip, the same views) in the DataLoader feeding the same module.
+
+Per step: data (waiting for the batch; for lightly this includes the workers' augmentation when they fall behind),
+augmentation (ours, on the main device), forward, backward, optimizer step. Throughput is images per second over
+timed steps after warm-up (which also starts the workers), mean and std over repeats, pipelines interleaved per
+repeat so that drift on the machine hits both alike. On CUDA the breakdown comes from a separate pass with a
+synchronize at each phase boundary; the throughput passes have none. Writes
+benchmarks/results/pretrain_throughput_<device>.json and the ``simclr_throughput_vs_lightly`` entry of summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from _common import environment, load_cifar, machine, update_summary, write_result
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from vissl_lite import runs
+from vissl_lite.augment import build_augment
+from vissl_lite.backbones import create_backbone
+from vissl_lite.config import make_config
+from vissl_lite.data import ImageSet, make_loader
+from vissl_lite.train import build_optimizer
+
+PHASES = ("data", "augment", "forward", "backward", "step")
+JOBS = {
+    "simclr": dict(recipe="simclr_quickstart", backbone="resnet18", small_input=True, batch_size=128,
+                   method_args={"temperature": 0.5}, augment="simclr", augment_args={}),
+    "mae": dict(recipe="mae_quickstart", backbone="vit_tiny_patch16_224", batch_size=256, augment="crop_flip",
+                augment_args={}),
+    "dae": dict(recipe="dae_quickstart", backbone="resnet18", small_input=True, batch_size=128, augment="crop_flip",
+                augment_args={}),
+}
+
+
+class PILViews(Dataset):
+    """What a lightly user writes: PIL images through the transform, in DataLoader workers."""
+
+    def __init__(self, images: torch.Tensor, transform):
+        self.images = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        views = self.transform(img)
+        return views if isinstance(views, list) else [views], 0
+
+
+class LightlySimCLR(torch.nn.Module):
+    """lightly's SimCLR recipe around the same timm backbone: SimCLRProjectionHead + NTXentLoss."""
+
+    def __init__(self, backbone: torch.nn.Module, temperature: float):
+        super().__init__()
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.backbone = backbone
+        self.projection_head = SimCLRProjectionHead(backbone.num_features, backbone.num_features, 128)
+        self.criterion = NTXentLoss(temperature=temperature)
+
+    def forward(self, views: list[torch.Tensor], labels=None) -> dict:
+        z0, z1 = (self.projection_head(self.backbone(v)) for v in views)
+        return {"loss": self.criterion(z0, z1)}
+
+
+def cycle(loader):
+    """Endless batches; each new epoch of a DeviceLoader reshuffles."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+class Pipeline:
+    """One side of the comparison: a batch source, a view maker (identity for lightly: views come from the
+    loader), a model and an optimizer, stepped and timed phase by phase."""
+
+    def __init__(self, name: str, batches, make_views, model, optimizer, device, amp_dtype, channels_last: bool,
+                 batch_size: int):
+        self.name, self.batches, self.make_views, self.model, self.optimizer = name, batches, make_views, model, \
+            optimizer
+        self.device, self.amp_dtype, self.channels_last, self.batch_size = device, amp_dtype, channels_last, batch_size
+
+    def steps(self, n: int, sync: bool) -> tuple[float, dict]:
+        """Run ``n`` steps; returns (seconds, seconds per phase). Phase times are only exact with ``sync`` on
+        CUDA (on CPU every op is synchronous)."""
+        device = self.device
+
+        def mark():
+            if sync and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        phases = dict.fromkeys(PHASES, 0.0)
+        self.model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_start = t = time.perf_counter()
+        for _ in range(n):
+            x, _ = next(self.batches)
+            t1 = mark()
+            views = self.make_views(x)
+            if self.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            t2 = mark()
+            with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                loss = self.model(views)["loss"]
+            t3 = mark()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            t4 = mark()
+            self.optimizer.step()
+            t5 = mark()
+            for key, dt in zip(PHASES, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                phases[key] += dt
+            t = t5
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t_start, phases
+
+
+def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, workers: int) -> list[Pipeline]:
+    spec = dict(JOBS[job])
+    cfg = make_config(spec.pop("recipe"), data="shapes", image_size=32, device=str(device), **spec)
+    channels = images.shape[1]
+    pipelines = []
+
+    # ---- ours: the pieces pretrain() uses, in the order run_loop calls them
+    data = ImageSet(name="cifar10", split="train", labels=torch.zeros(len(images), dtype=torch.long),
+                    channels=channels, image_size=32, num_classes=0, images=images)
+    loader = make_loader(data, cfg.batch_size, device, shuffle=True, drop_last=True, seed=0)
+    model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
+    aug = build_augment(cfg.augment, 32, channels, views=model.views, **cfg.augment_args).to(device)
+    pipelines.append(Pipeline("vissl_lite", cycle(loader), aug, model, build_optimizer(model, cfg), device, amp_dtype,
+                              runs.use_channels_last(model), cfg.batch_size))
+
+    # ---- lightly: its transform in a DataLoader; the same backbone
+    from lightly.transforms import MAETransform, SimCLRTransform
+
+    if job == "simclr":
+        transform = SimCLRTransform(input_size=32)  # the paper's recipe: lightly's defaults
+        torch.manual_seed(cfg.seed)
+        backbone = create_backbone(cfg.backbone, channels, 32, small_input=cfg.small_input)
+        model = LightlySimCLR(backbone, cfg.method_args["temperature"]).to(device)
+    else:
+        transform = MAETransform(input_size=32, min_scale=0.2)
+        model = runs.build_model(cfg, channels).to(device)
+    loader = DataLoader(PILViews(images, transform), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+
+    def to_device(batch):
+        views, y = batch
+        return [v.to(device, non_blocking=True) for v in views], y
+
+    batches = (to_device(b) for b in cycle(loader))
+    pipelines.append(Pipeline("lightly", batches, lambda views: views, model, build_optimizer(model, cfg), device,
+                              amp_dtype, False, cfg.batch_size))
+    return pipelines
+
+
+def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dict:
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    pipelines = build_pair(job, images, device, amp_dtype, args.workers)
+    for p in pipelines:  # warm-up: workers start, oneDNN picks kernels, allocator settles
+        p.steps(args.warmup, sync=False)
+    rates = {p.name: [] for p in pipelines}
+    phases = {p.name: dict.fromkeys(PHASES, 0.0) for p in pipelines}
+    for _ in range(args.repeats):
+        for p in pipelines:
+            seconds, ph = p.steps(args.steps, sync=False)
+            rates[p.name].append(args.steps * p.batch_size / seconds)
+            for k in PHASES:
+                phases[p.name][k] += ph[k]
+    if device.type == "cuda":  # phase times need a synchronize at each boundary: one extra pass per pipeline
+        for p in pipelines:
+            phases[p.name] = p.steps(args.steps, sync=True)[1]
+    row = {"batch_size": pipelines[0].batch_size, "steps_per_repeat": args.steps}
+    for p in pipelines:
+        total = sum(phases[p.name].values())
+        row[p.name] = {"images_per_s": statistics.mean(rates[p.name]),
+                       "std": statistics.stdev(rates[p.name]) if len(rates[p.name]) > 1 else 0.0,
+                       "repeats": rates[p.name],
+                       "breakdown_share": {k: v / total for k, v in phases[p.name].items()},
+                       "ms_per_step": {k: 1000 * v / (args.steps * (1 if device.type == "cuda" else args.repeats))
+                                       for k, v in phases[p.name].items()}}
+    row["ratio_vs_lightly"] = row["vissl_lite"]["images_per_s"] / row["lightly"]["images_per_s"]
+    del pipelines
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", default="simclr,mae,dae")
+    p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16 (autocast on both sides)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per repeat")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
+    p.add_argument("--images", type=int, default=8192)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    t0 = time.time()
+    images, _ = load_cifar(args.images)
+    results = {}
+    for job in args.jobs.split(","):
+        for precision in args.precision.split(","):
+            print(f"{job} {precision} ...", flush=True)
+            row = measure(job, precision, images, device, args)
+            results[f"{job}_{precision}"] = row
+            print(f"  ours {row['vissl_lite']['images_per_s']:.1f} img/s, lightly {row['lightly']['images_per_s']:.1f}"
+                  f" img/s: {row['ratio_vs_lightly']:.2f}x", flush=True)
+    env = environment(device, ("lightly",))
+    out = {"benchmark": "pretrain_throughput", "device": device.type, "environment": env,
+           "config": {"jobs": {k: JOBS[k] for k in args.jobs.split(",")}, "image_size": 32,
+                      "lightly_dataloader_workers": args.workers, "timed_steps_per_repeat": args.steps,
+                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images)},
+           "results": results, "wall_s": round(time.time() - t0, 1)}
+    path = write_result(f"pretrain_throughput_{device.type}.json", out)
+    if "simclr_fp32" in results or "simclr_bf16" in results:
+        key = "simclr_throughput_vs_lightly" + ("" if device.type == "cpu" else f"_{device.type}")
+        headline = "simclr_fp32" if device.type == "cpu" else "simclr_bf16"  # each device's default precision
+        entry = {"ratio": round(results[headline]["ratio_vs_lightly"], 2), "machine": machine(device),
+                 "precision": headline.split("_")[1], "source": path.name}
+        other = "simclr_bf16" if headline == "simclr_fp32" else "simclr_fp32"
+        if other in results:
+            entry[f"ratio_{other.split('_')[1]}"] = round(results[other]["ratio_vs_lightly"], 2)
+        update_summary({key: entry})
+    print(f"\n{'job':<14} {'ours (img/s)':>16} {'lightly (img/s)':>16} {'ratio':>6}   ours: data/aug/fwd/bwd/step %"
+          "   lightly: data/fwd/bwd/step %")
+    for name, row in results.items():
+        o, lt = row["vissl_lite"], row["lightly"]
+        so = "/".join(f"{100 * o['breakdown_share'][k]:.0f}" for k in PHASES)
+        sl = "/".join(f"{100 * lt['breakdown_share'][k]:.0f}" for k in PHASES if k != "augment")
+        print(f"{name:<14} {o['images_per_s']:>9.1f} ± {o['std']:<4.1f} {lt['images_per_s']:>9.1f} ± {lt['std']:<4.1f}"
+              f" {row['ratio_vs_lightly']:>5.2f}x   {so:<28} {sl}")
+    print(f"machine: {env['machine']}; written to {path}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
