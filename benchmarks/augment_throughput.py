@@ -1,36 +1,33 @@
-"""Augmentation throughput: vissl_lite's batched SimCLR views on the device against the same operations applied
-per sample in a DataLoader with torchvision transforms v2 and with albumentations.
+"""Augmentation throughput: vissl_lite's batched SimCLR and crop_flip views on the device against the same operations
+applied per sample in a DataLoader with torchvision transforms v2 and with albumentations.
 
     python benchmarks/augment_throughput.py [--data ../shared/data/cifar10/cifar10.npz] [--repeats 3]
 
-Every pipeline makes two views per image with the SimCLR recipe: random resized crop (8-100%), horizontal flip,
-colour jitter (0.8, 0.8, 0.8, 0.2) with p=0.8, grayscale p=0.2, Gaussian blur (kernel ~10% of the side, sigma
-0.1-2) with p=0.5, normalisation. Inputs are uint8 images already decoded in memory (CIFAR-10 at 32 px; the same
-images upsampled once to 256 px for the 224 px case), so the numbers compare augmentation alone. Throughput is
-images per second (each image gives two views), mean and std over repeats after one warm-up pass. The ratio of
-ours to the torchvision DataLoader is measured in the same process. Writes
+Every pipeline makes two views per image. SimCLR recipe: random resized crop (8-100%), horizontal flip, colour
+jitter (0.8, 0.8, 0.8, 0.2) with p=0.8, grayscale p=0.2, Gaussian blur (kernel ~10% of the side, sigma 0.1-2) with
+p=0.5, normalisation. crop_flip recipe (MAE's): random resized crop (20-100%), horizontal flip, normalisation.
+Inputs are uint8 images already decoded in memory (CIFAR-10 at 32 px; the same images upsampled once to 256 px
+for the 224 px case), so the numbers compare augmentation alone. Throughput is images per second (each image gives
+two views), mean and std over repeats after one warm-up pass. The ratio of ours to the torchvision DataLoader is
+measured in the same process. Writes
 benchmarks/results/augment_throughput_<device>.json and updates benchmarks/results/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import SHARED_DATA, environment, update_summary, write_result
 from torch.utils.data import DataLoader, Dataset
 
 from vissl_lite.augment import build_augment
 
-RESULTS = Path(__file__).parent / "results"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -56,9 +53,12 @@ def blur_kernel(size: int) -> int:
     return max(3, int(0.1 * size) // 2 * 2 + 1)
 
 
-def torchvision_pipeline(size: int):
+def torchvision_pipeline(size: int, recipe: str = "simclr"):
     from torchvision.transforms import v2
 
+    if recipe == "crop_flip":
+        return v2.Compose([v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                           v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
     return v2.Compose([
         v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
@@ -70,9 +70,12 @@ def torchvision_pipeline(size: int):
     ])
 
 
-def albumentations_pipeline(size: int):
+def albumentations_pipeline(size: int, recipe: str = "simclr"):
     import albumentations as A
 
+    if recipe == "crop_flip":
+        return A.Compose([A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0)), A.HorizontalFlip(p=0.5),
+                          A.Normalize(mean=MEAN, std=STD)])
     k = blur_kernel(size)
     return A.Compose([
         A.RandomResizedCrop(size=(size, size), scale=(0.08, 1.0)),
@@ -85,8 +88,8 @@ def albumentations_pipeline(size: int):
 
 
 class TwoViews(Dataset):
-    def __init__(self, images: torch.Tensor, kind: str, size: int):
-        self.images, self.kind, self.size = images, kind, size
+    def __init__(self, images: torch.Tensor, kind: str, size: int, recipe: str):
+        self.images, self.kind, self.size, self.recipe = images, kind, size, recipe
         self.hwc = images.permute(0, 2, 3, 1).numpy() if kind == "albumentations" else None
         self.t = None
 
@@ -95,7 +98,8 @@ class TwoViews(Dataset):
 
     def __getitem__(self, i: int):
         if self.t is None:  # built in the worker
-            self.t = (torchvision_pipeline if self.kind == "torchvision" else albumentations_pipeline)(self.size)
+            make = torchvision_pipeline if self.kind == "torchvision" else albumentations_pipeline
+            self.t = make(self.size, self.recipe)
         if self.kind == "torchvision":
             x = self.images[i]
             return self.t(x), self.t(x)
@@ -103,8 +107,9 @@ class TwoViews(Dataset):
         return tuple(torch.from_numpy(self.t(image=x)["image"]).permute(2, 0, 1) for _ in range(2))
 
 
-def time_loader(images: torch.Tensor, kind: str, size: int, batch: int, workers: int, repeats: int) -> list[float]:
-    loader = DataLoader(TwoViews(images, kind, size), batch_size=batch, num_workers=workers,
+def time_loader(images: torch.Tensor, kind: str, size: int, batch: int, workers: int, repeats: int,
+                recipe: str) -> list[float]:
+    loader = DataLoader(TwoViews(images, kind, size, recipe), batch_size=batch, num_workers=workers,
                         persistent_workers=workers > 0, shuffle=False)
     rates = []
     for r in range(repeats + 1):  # pass 0 warms the workers up
@@ -115,8 +120,9 @@ def time_loader(images: torch.Tensor, kind: str, size: int, batch: int, workers:
     return rates
 
 
-def time_ours(images: torch.Tensor, size: int, batch: int, repeats: int, device: torch.device) -> list[float]:
-    aug = build_augment("simclr", size, 3).to(device)
+def time_ours(images: torch.Tensor, size: int, batch: int, repeats: int, device: torch.device,
+              recipe: str) -> list[float]:
+    aug = build_augment(recipe, size, 3, n_views=2).to(device)
     x = images.to(device)
     rates = []
     for r in range(repeats + 1):
@@ -133,70 +139,52 @@ def time_ours(images: torch.Tensor, size: int, batch: int, repeats: int, device:
     return rates
 
 
-def environment(device: torch.device) -> dict:
-    import albumentations
-    import kornia
-    import torchvision
-
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent).stdout.strip() or None
-    except OSError:
-        sha = None
-    return {"machine": torch.cuda.get_device_name(0) if device.type == "cuda" else
-            f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores",
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "kornia": kornia.__version__,
-            "albumentations": albumentations.__version__, "git_sha": sha}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10/cifar10.npz"))
+    p.add_argument("--data", default=str(SHARED_DATA / "cifar10/cifar10.npz"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--recipes", default="simclr,crop_flip")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)
     t_start = time.time()
     cases = {32: dict(n=4096, side=32, batch=256), 224: dict(n=512, side=256, batch=64)}
     results = {}
-    for size, c in cases.items():
-        images = load_images(Path(args.data), c["n"], c["side"])
-        row = {"images": len(images), "source_side": c["side"], "batch": c["batch"]}
-        for name, rates in (
-                ("ours_device_batched", time_ours(images, size, c["batch"], args.repeats, device)),
-                ("torchvision_v2_dataloader", time_loader(images, "torchvision", size, c["batch"], args.workers,
-                                                          args.repeats)),
-                ("albumentations_dataloader", time_loader(images, "albumentations", size, c["batch"], args.workers,
-                                                          args.repeats))):
-            row[name] = {"images_per_s": statistics.mean(rates),
-                         "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "repeats": rates}
-        row["ratio_vs_torchvision"] = row["ours_device_batched"]["images_per_s"] / \
-            row["torchvision_v2_dataloader"]["images_per_s"]
-        row["ratio_vs_albumentations"] = row["ours_device_batched"]["images_per_s"] / \
-            row["albumentations_dataloader"]["images_per_s"]
-        results[f"{size}px"] = row
-    env = environment(device)
+    for recipe in args.recipes.split(","):
+        for size, c in cases.items():
+            images = load_images(Path(args.data), c["n"], c["side"])
+            row = {"images": len(images), "source_side": c["side"], "batch": c["batch"]}
+            print(f"{recipe} {size}px ...", flush=True)
+            for name, rates in (
+                    ("ours_device_batched", time_ours(images, size, c["batch"], args.repeats, device, recipe)),
+                    ("torchvision_v2_dataloader", time_loader(images, "torchvision", size, c["batch"], args.workers,
+                                                              args.repeats, recipe)),
+                    ("albumentations_dataloader", time_loader(images, "albumentations", size, c["batch"],
+                                                              args.workers, args.repeats, recipe))):
+                row[name] = {"images_per_s": statistics.mean(rates),
+                             "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "repeats": rates}
+            ours = row["ours_device_batched"]["images_per_s"]
+            row["ratio_vs_torchvision"] = ours / row["torchvision_v2_dataloader"]["images_per_s"]
+            row["ratio_vs_albumentations"] = ours / row["albumentations_dataloader"]["images_per_s"]
+            results[f"{recipe}_{size}px"] = row
+    env = environment(device, ("albumentations",))
     out = {"benchmark": "augment_throughput", "device": device.type, "environment": env,
-           "config": {"recipe": "simclr (2 views)", "dataloader_workers": args.workers, "repeats": args.repeats,
-                      "data": args.data if Path(args.data).is_file() else "shapes"},
+           "config": {"recipes": args.recipes.split(","), "views_per_image": 2, "dataloader_workers": args.workers,
+                      "repeats": args.repeats, "data": args.data if Path(args.data).is_file() else "shapes"},
            "results": results, "wall_s": round(time.time() - t_start, 1)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"augment_throughput_{device.type}.json").write_text(json.dumps(out, indent=2))
-    summary_path = RESULTS / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    for size in (32, 224):
-        summary[f"augment_vs_torchvision_{size}px" + ("" if device.type == "cpu" else f"_{device.type}")] = {
-            "ratio": round(results[f"{size}px"]["ratio_vs_torchvision"], 2), "machine": env["machine"],
-            "source": f"augment_throughput_{device.type}.json"}
-    summary_path.write_text(json.dumps(summary, indent=2))
-    print(f"{'size':>6} {'ours (img/s)':>16} {'torchvision v2':>16} {'albumentations':>16} {'vs tv':>7} {'vs alb':>7}")
+    path = write_result(f"augment_throughput_{device.type}.json", out)
+    if any(k.startswith("simclr_") for k in results):
+        update_summary({f"augment_vs_torchvision_{size}px" + ("" if device.type == "cpu" else f"_{device.type}"): {
+            "ratio": round(results[f"simclr_{size}px"]["ratio_vs_torchvision"], 2), "machine": env["machine"],
+            "recipe": "simclr", "source": path.name} for size in cases})
+    print(f"{'case':>16} {'ours (img/s)':>16} {'torchvision v2':>16} {'albumentations':>16} {'vs tv':>7} "
+          f"{'vs alb':>7}")
     for key, row in results.items():
         f = [row[k] for k in ("ours_device_batched", "torchvision_v2_dataloader", "albumentations_dataloader")]
-        print(f"{key:>6} " + " ".join(f"{r['images_per_s']:>9.0f} ± {r['std']:<4.0f}" for r in f) +
+        print(f"{key:>16} " + " ".join(f"{r['images_per_s']:>9.0f} ± {r['std']:<4.0f}" for r in f) +
               f" {row['ratio_vs_torchvision']:>6.2f}x {row['ratio_vs_albumentations']:>6.2f}x")
-    print(f"machine: {env['machine']}; written to {RESULTS}")
+    print(f"machine: {env['machine']}; written to {path}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class PILViews(Dataset):
 
     def __init__(self, images: torch.Tensor, transform):
         self.images = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
+        if self.images.shape[-1] == 1:
+            self.images = self.images[..., 0]  # (N, H, W): PIL's 8-bit grayscale mode
         self.transform = transform
 
     def __len__(self) -> int:
