@@ -25,13 +25,14 @@ both backbones. Writes benchmarks/results/equal_budget_quality_<device>.json and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _common import SHARED_DATA, environment, machine, update_summary, write_result
+from _common import RESULTS, SHARED_DATA, environment, machine, update_summary, write_result
 from pretrain_throughput import LightlySimCLR, PILViews, cycle
 from torch.utils.data import DataLoader
 
@@ -132,6 +133,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per side")
     p.add_argument("--seeds", default="0", help="comma list; each seed trains both sides")
     p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
+    p.add_argument("--add", action="store_true",
+                   help="keep the seeds already in the results file (same data, budget and recipe) and add these")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -139,6 +142,15 @@ def main() -> None:
     device = torch.device(args.device)
     t0 = time.time()
     runs_by_seed = []
+    previous = RESULTS / f"equal_budget_quality_{device.type}.json"
+    if args.add and previous.is_file():
+        old = json.loads(previous.read_text())
+        same = (old["config"]["data"], old["config"]["minutes_per_side"], old["config"]["recipe"]) == \
+            (Path(args.data).name, args.minutes, json.loads(json.dumps(RECIPE)))
+        if not same:
+            raise SystemExit(f"--add: {previous} has another data set, budget or recipe; run without --add")
+        new = {int(s) for s in args.seeds.split(",")}
+        runs_by_seed = [r for r in old["runs"] if r["seed"] not in new]
     for seed in [int(s) for s in args.seeds.split(",")]:
         cfg = make_config("simclr_quickstart", data=args.data, image_size=args.image_size, seed=seed,
                           device=str(device), progress=False, knn_k=[20], **RECIPE)
@@ -154,6 +166,7 @@ def main() -> None:
                   f"kNN {row[side]['knn_top1']:.2f}", flush=True)
         row["probe_top1_delta"] = row["vissl_lite"]["linear_probe_top1"] - row["lightly"]["linear_probe_top1"]
         runs_by_seed.append(row)
+    runs_by_seed.sort(key=lambda r: r["seed"])
     deltas = [r["probe_top1_delta"] for r in runs_by_seed]
 
     def mean_of(side, key):
@@ -163,6 +176,8 @@ def main() -> None:
                       "steps": statistics.mean(r[side]["train"]["steps"] for r in runs_by_seed)}
                for side in ("vissl_lite", "lightly")}
     summary["probe_top1_delta"] = statistics.mean(deltas)
+    summary["knn_top1_delta"] = statistics.mean(r["vissl_lite"]["knn_top1"] - r["lightly"]["knn_top1"]
+                                                for r in runs_by_seed)
     summary["probe_top1_delta_std"] = statistics.stdev(deltas) if len(deltas) > 1 else None
     env = environment(device, ("lightly",))
     out = {"benchmark": "equal_budget_quality", "device": device.type, "environment": env,

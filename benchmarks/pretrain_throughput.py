@@ -12,6 +12,8 @@ Jobs (CIFAR-10 train images from ../shared/data at 32 px; the built-in shapes se
   - ours: the uint8 set on the device, vissl_lite's batched ``simclr`` views, its SimCLR module, channels-last.
   - lightly: ``SimCLRTransform(input_size=32)`` on PIL images in a DataLoader with 2 workers, ``NTXentLoss``,
     ``SimCLRProjectionHead(512, 512, 128)``, the same timm backbone built the same way.
+- simclr_stem: the same with ResNet-18's ImageNet stem (the quickstart's CPU-sized model, ~16x less compute at
+  32 px), where the data path is a larger share of each step.
 - mae: ViT-Tiny, patch 4, batch 256, the mae_quickstart decoder; ours with ``crop_flip`` views, lightly with its
   ``MAETransform(input_size=32)`` in the DataLoader. Both train the same MAE module (lightly's MAE is a recipe of
   building blocks around a timm ViT, not a different model), so the difference is the data path.
@@ -49,6 +51,9 @@ PHASES = ("data", "augment", "forward", "backward", "step")
 JOBS = {
     "simclr": dict(recipe="simclr_quickstart", backbone="resnet18", small_input=True, batch_size=128,
                    method_args={"temperature": 0.5}, augment="simclr", augment_args={}),
+    # the quickstart's CPU-sized model (ImageNet stem, ~16x less compute at 32 px): the data path's share grows
+    "simclr_stem": dict(recipe="simclr_quickstart", backbone="resnet18", small_input=False, batch_size=128,
+                        method_args={"temperature": 0.5}, augment="simclr", augment_args={}),
     "mae": dict(recipe="mae_quickstart", backbone="vit_tiny_patch16_224", batch_size=256, augment="crop_flip",
                 augment_args={}),
     "dae": dict(recipe="dae_quickstart", backbone="resnet18", small_input=True, batch_size=128, augment="crop_flip",
@@ -167,7 +172,7 @@ def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, 
     # ---- lightly: its transform in a DataLoader; the same backbone
     from lightly.transforms import MAETransform, SimCLRTransform
 
-    if job == "simclr":
+    if job.startswith("simclr"):
         transform = SimCLRTransform(input_size=32)  # the paper's recipe: lightly's defaults
         torch.manual_seed(cfg.seed)
         backbone = create_backbone(cfg.backbone, channels, 32, small_input=cfg.small_input)
@@ -220,7 +225,7 @@ def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--jobs", default="simclr,mae,dae")
+    p.add_argument("--jobs", default="simclr,simclr_stem,mae,dae")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16 (autocast on both sides)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per repeat")
     p.add_argument("--warmup", type=int, default=3)

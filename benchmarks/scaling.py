@@ -7,9 +7,12 @@
    - SimCLR end to end with the quickstart model (ResNet-18, ImageNet stem, channels-last), images per second.
 2. Peak memory vs dataset size: image folders of N PNG files (N from --sizes) written to a temporary folder, one
    epoch read in a fresh process with ``--data-mode stream`` (2 workers decode files; batches of 256) and, for
-   contrast, with ``--data-mode memory`` (decoded once into one uint8 tensor). Peak resident memory is the
-   process's plus its largest worker's (``ru_maxrss``). Streaming should stay flat; memory mode grows by
-   3 x 32 x 32 bytes per image, by design.
+   contrast, with ``--data-mode memory`` (decoded once into one uint8 tensor). Memory is the proportional set size
+   (PSS: shared pages split between the processes that map them) of the process and its DataLoader workers,
+   summed and sampled every 20 ms from this process; the peak is reported next to the value right after
+   ``import torch``.
+   (``ru_maxrss`` would not do: a child started from this process inherits its parent's high-water mark.)
+   Streaming should stay flat; memory mode grows by 3 x 32 x 32 bytes per image, by design.
 
 Writes benchmarks/results/scaling_<device>.json.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import environment, load_cifar, write_result
+from _common import RESULTS, environment, load_cifar, write_result
 from PIL import Image
 
 from vissl_lite import runs
@@ -37,20 +40,55 @@ from vissl_lite.config import make_config
 from vissl_lite.train import build_optimizer
 
 MEMORY_PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
 from vissl_lite.data import load_split, make_loader
+
+with open("/proc/self/smaps_rollup") as f:
+    after_import = next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
 folder, mode = sys.argv[1], sys.argv[2]
 t0 = time.time()
 data = load_split(folder, "train", 32, 3, data_mode=mode, progress=False)
 loader = make_loader(data, 256, torch.device("cpu"), shuffle=True, drop_last=False, num_workers=2)
 n = sum(x.shape[0] for x, _ in loader)
-del loader  # workers exit, so their peak counts in RUSAGE_CHILDREN
-self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"images": n, "self_mb": self_kb / 1024, "worker_mb": child_kb / 1024,
-                  "seconds": time.time() - t0}))
+del loader  # stop the persistent workers here, not in interpreter teardown
+print(json.dumps({"images": n, "after_import_mb": after_import, "seconds": time.time() - t0}), flush=True)
 """
+
+
+def pss_mb(pid: int | str) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration):  # the process ended between listing and reading
+        return 0.0
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of ``pid`` and its children (the DataLoader workers)."""
+    kids = set()
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids.update(path.read_text().split())
+        except OSError:
+            pass
+    return pss_mb(pid) + sum(pss_mb(k) for k in kids)
+
+
+def peak_memory(folder: Path, mode: str) -> dict:
+    """Run the probe in a fresh process, sampling its tree's PSS from here every 20 ms (a sampling thread inside
+    the probe could deadlock the workers it forks)."""
+    proc = subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, str(folder), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, tree_pss_mb(proc.pid))
+        time.sleep(0.02)
+    if proc.returncode:
+        raise RuntimeError(f"memory probe failed ({mode}, {folder}): exit {proc.returncode}")
+    row = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    row["peak_mb"] = peak
+    return row
 
 
 def rate(fn, images: int, repeats: int) -> tuple[float, float]:
@@ -114,13 +152,10 @@ def memory_scaling(images: torch.Tensor, sizes: list[int]) -> dict:
                 Image.fromarray(hwc[i % len(hwc)]).save(folder / "unlabeled" / f"{i:06d}.png")
             written = n
             for mode in ("stream", "memory"):
-                res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(folder), mode], capture_output=True,
-                                     text=True, check=True)
-                row = json.loads(res.stdout.strip().splitlines()[-1])
-                row["peak_mb"] = row["self_mb"] + row["worker_mb"]
+                row = peak_memory(folder, mode)
                 out[mode][n] = row
-                print(f"  {mode} {n} files: peak {row['peak_mb']:.0f} MB (main {row['self_mb']:.0f}, largest "
-                      f"worker {row['worker_mb']:.0f})", flush=True)
+                print(f"  {mode} {n} files: peak {row['peak_mb']:.0f} MB ({row['after_import_mb']:.0f} MB after "
+                      "import torch)", flush=True)
     return out
 
 
@@ -128,14 +163,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", default="1000,4000,16000", help="dataset sizes (files) for the memory test")
+    p.add_argument("--skip-batch", action="store_true", help="memory part only (keeps the file's batch results)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)
     t0 = time.time()
     sizes = [int(s) for s in args.sizes.split(",")]
     images, _ = load_cifar(max(max(sizes), 4096))
-    print("throughput vs batch size", flush=True)
-    batch = batch_scaling(images[:4096], device, args.repeats)
+    previous = RESULTS / f"scaling_{device.type}.json"
+    if args.skip_batch and previous.is_file():
+        batch = json.loads(previous.read_text())["throughput_vs_batch"]
+    else:
+        print("throughput vs batch size", flush=True)
+        batch = batch_scaling(images[:4096], device, args.repeats)
     print("peak memory vs dataset size", flush=True)
     memory = memory_scaling(images, sizes)
     stream = [memory["stream"][n]["peak_mb"] for n in sizes]
