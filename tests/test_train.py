@@ -160,3 +160,30 @@ def test_reconstruct_refuses_a_method_that_does_not_reconstruct(npz_rgb_noval, t
     pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / "s"), max_steps=1, **FAST))
     assert main(["reconstruct", "--checkpoint", str(tmp_path / "s"), "--out", str(tmp_path / "g.png")]) == 2
     assert "reconstruct works for mae and dae" in capsys.readouterr().err
+
+
+def test_channels_last_is_for_conv_nets_and_changes_no_values():
+    """Conv backbones train in channels-last (faster on oneDNN and cuDNN); the loss and every gradient match the
+    default layout's, and a ViT is left alone."""
+    cfg = make_config("simclr_quickstart", image_size=16)
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    results = []
+    for channels_last in (False, True):
+        model = runs.build_model(cfg, 3)
+        if channels_last:
+            model = runs.to_channels_last(model)
+            inputs = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        else:
+            inputs = views
+        loss = model(inputs)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+        if channels_last:
+            conv = model.backbone.conv1.weight
+            assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], atol=1e-5, rtol=1e-4, msg=name)
+    vit = runs.build_model(make_config("mae_quickstart", image_size=16, patch_size=4), 3)
+    assert runs.use_channels_last(model) and not runs.use_channels_last(vit)

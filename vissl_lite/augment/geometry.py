@@ -91,7 +91,8 @@ class ResizedCropFlip(nn.Module):
         boxes = torch.stack([src[:, 0, 0], src[:, 0, 1], src[:, 1, 0] - src[:, 0, 0] + 1,
                              src[:, 2, 1] - src[:, 0, 1] + 1], dim=1)
         flip = torch.rand(shape[0], device=device) < self.p_flip
-        return {"boxes": boxes.to(device), "flip": flip}
+        # kornia draws on the CPU; a blocking copy to a GPU would wait for the queued work (a hidden host sync)
+        return {"boxes": boxes.to(device, non_blocking=True), "flip": flip}
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
