@@ -79,11 +79,22 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.method}-{data_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def optimizer_kwargs(model: nn.Module, cfg: RunConfig) -> dict:
+    """Constructor arguments beyond lr and weight decay: momentum for SGD and LARS; for Adam and AdamW on CPU or
+    CUDA, torch's fused kernel. The default on CPU is a Python loop of elementwise ops per tensor: 36 ms per step
+    for ResNet-18's 11M parameters on 2 cores against 9 ms fused (channels-last), 13% of a quickstart-model step in
+    the end-to-end benchmark. Build the optimizer after moving the model to its device."""
+    if cfg.optimizer in ("sgd", "lars"):
+        return {"momentum": 0.9}
+    if cfg.optimizer in ("adam", "adamw") and next(model.parameters()).device.type in ("cpu", "cuda"):
+        return {"fused": True}
+    return {}
+
+
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """timm's factory: biases and norm parameters get no weight decay (and no LARS adaptation)."""
-    kwargs = {"momentum": 0.9} if cfg.optimizer in ("sgd", "lars") else {}
     return timm.optim.create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                          **kwargs)
+                                          **optimizer_kwargs(model, cfg))
 
 
 def _autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:

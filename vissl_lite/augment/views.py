@@ -53,8 +53,8 @@ class SimCLRViews(_Views):
     Gaussian blur with a kernel ~10% of the image side and sigma in [0.1, 2.0] applied with p=0.5.
 
     The steps are this package's batched ops (:mod:`~vissl_lite.augment.geometry`,
-    :mod:`~vissl_lite.augment.colour`), which replaced kornia's modules after profiling (about 1.9x the throughput
-    on CPU at 32 px). They keep kornia's random draws and torchvision's formulas: the crop is resized on the
+    :mod:`~vissl_lite.augment.colour`), which replaced kornia's modules after profiling (1.5x the pipeline's
+    throughput on CPU at 32 px). They keep kornia's random draws and torchvision's formulas: the crop is resized on the
     half-pixel grid with antialiasing, as torchvision's; the colour jitter is torchvision's (multiplicative
     brightness, contrast and saturation blended with the grayscale image), the jitter behind the published SimCLR
     numbers in the torchvision-based reproductions (and in lightly and solo-learn), not kornia's ColorJiggle. One

@@ -44,7 +44,7 @@ from vissl_lite.eval.probe import (
     table_rows,
     write_metrics,
 )
-from vissl_lite.train import TrainingInterrupted, plot_curves, run_loop
+from vissl_lite.train import TrainingInterrupted, optimizer_kwargs, plot_curves, run_loop
 
 INITS = ("checkpoint", "scratch", "weights")
 # What a checkpoint fixes: the architecture, its input, and (unless --data says otherwise) the data.
@@ -81,7 +81,7 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> tor
     """timm's optimizer; biases and norms get no weight decay. With layer decay (< 1), timm's grouping gives each
     backbone layer an ``lr_scale``; every backbone scale is multiplied once more by the decay so the head alone
     runs at the full rate and the last block at ``decay`` times it, as in MAE's fine-tuning."""
-    kwargs = {"momentum": 0.9} if cfg.optimizer in ("sgd", "lars") else {}
+    kwargs = optimizer_kwargs(model, cfg)
     if layer_decay >= 1.0:
         return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     backbone = model.backbone
