@@ -20,10 +20,9 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import SHARED_DATA, environment, update_summary, write_result
+from _common import SHARED_DATA, environment, load_cifar, update_summary, write_result
 from torch.utils.data import DataLoader, Dataset
 
 from vissl_lite.augment import build_augment
@@ -32,17 +31,9 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def load_images(path: Path, n: int, side: int) -> torch.Tensor:
-    """uint8 (n, 3, side, side): CIFAR-10 train images, or the built-in shapes when the file is absent."""
-    if path.is_file():
-        with np.load(path) as f:
-            key = "train_images" if "train_images" in f.files else next(k for k in f.files if "image" in k)
-            x = torch.from_numpy(f[key][:n])
-        x = x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x
-    else:
-        from vissl_lite.data import load_split
-
-        x = load_split("shapes", "train", 32, progress=False).images[:n]
-    x = x.contiguous()
+    """uint8 (n, 3, side, side): CIFAR-10 train images (the built-in shapes when the file is absent), resized once
+    to ``side``."""
+    x, _ = load_cifar(n, path)
     if x.shape[-1] != side:
         x = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=True).round().clamp(0, 255)
         x = x.to(torch.uint8)

@@ -20,6 +20,7 @@ Writes benchmarks/results/scaling_<device>.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from _common import RESULTS, environment, load_cifar, write_result
 from PIL import Image
+from pretrain_throughput import Pipeline
 
 from vissl_lite import runs
 from vissl_lite.augment import build_augment
@@ -106,18 +108,6 @@ def augment_batches(aug, x: torch.Tensor, b: int) -> None:
         aug(x[i:i + b])
 
 
-def train_steps(model, optimizer, aug, x: torch.Tensor, b: int, steps: int, device) -> None:
-    for i in range(steps):
-        batch = x[(i * b) % (len(x) - b):][:b]
-        views = [v.contiguous(memory_format=torch.channels_last) for v in aug(batch)]
-        loss = model(views)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def batch_scaling(images: torch.Tensor, device, repeats: int) -> dict:
     out = {"augment_simclr": {}, "simclr_end_to_end": {}}
     aug = build_augment("simclr", 32, 3).to(device)
@@ -134,7 +124,9 @@ def batch_scaling(images: torch.Tensor, device, repeats: int) -> dict:
         optimizer = build_optimizer(model, cfg)
         quick = build_augment(cfg.augment, 32, 3, **cfg.augment_args).to(device)
         steps = max(4, 512 // b)
-        mean, std = rate(partial(train_steps, model, optimizer, quick, x_all, b, steps, device), steps * b, repeats)
+        batches = ((x_all[(i * b) % (len(x_all) - b):][:b], None) for i in itertools.count())
+        loop = Pipeline("vissl_lite", batches, quick, model, optimizer, device, None, runs.use_channels_last(model), b)
+        mean, std = rate(partial(loop.steps, steps, False), steps * b, repeats)
         out["simclr_end_to_end"][b] = {"images_per_s": mean, "std": std}
         print(f"  SimCLR end to end batch {b}: {mean:.0f} img/s", flush=True)
     return out
