@@ -69,6 +69,24 @@ def test_simclr_runs_backbone_once_on_concatenated_views():
     assert calls == [8]
 
 
+def test_simclr_head_ends_in_scale_only_batchnorm_like_the_reference_code():
+    model = build_method("simclr", tiny("resnet18", 3), proj_dim=16)
+    head = model.projector
+    assert isinstance(head[-1], torch.nn.BatchNorm1d) and head[-2].bias is None
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        model([torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)])["loss"].backward()
+        opt.step()
+    assert torch.equal(head[-1].bias, torch.zeros(16))  # no shift ever trains (reference: center=False)
+    assert not torch.equal(head[-1].weight, torch.ones(16))  # the scale does
+    z = head(torch.randn(32, model.backbone.num_features))  # train mode: batch statistics, zero shift
+    assert z.mean(0).abs().max() < 1e-5
+    torch.testing.assert_close(z.var(0, unbiased=False), head[-1].weight.detach() ** 2, rtol=1e-3, atol=1e-4)
+    old = build_method("simclr", tiny("resnet18", 3), proj_out_bn=False)
+    assert isinstance(old.projector[-1], torch.nn.Linear) and old.projector[-1].bias is not None
+
+
 def test_small_input_modes():
     r = create_backbone("resnet18", img_size=32)
     assert r.conv1.stride == (1, 1) and r.conv1.kernel_size == (3, 3) and isinstance(r.maxpool, torch.nn.Identity)
@@ -86,7 +104,7 @@ def test_small_input_modes():
 def test_unknown_backbone_and_method_args_are_clear():
     with pytest.raises(ValueError, match="unknown timm model 'resnet_eighteen'"):
         create_backbone("resnet_eighteen")
-    with pytest.raises(ValueError, match="Valid: proj_hidden_dim, proj_dim, proj_layers, temperature"):
+    with pytest.raises(ValueError, match="Valid: proj_hidden_dim, proj_dim, proj_layers, temperature, proj_out_bn"):
         build_method("simclr", tiny("resnet18", 3), temp=0.1)
     with pytest.raises(ValueError, match="unknown method 'moco'"):
         build_method("moco", tiny("resnet18", 3))

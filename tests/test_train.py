@@ -63,6 +63,22 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tm
     assert steps == sorted(set(steps))
 
 
+def test_checkpoints_from_before_the_output_batchnorm_still_load(npz_rgb_noval, tmp_path):
+    defaults = make_config(data=str(npz_rgb_noval), **FAST).method_args
+    cfg = make_config(data=str(npz_rgb_noval), out=str(tmp_path / "old"), max_steps=1,
+                      method_args=defaults | {"proj_out_bn": False}, **FAST)
+    pretrain(cfg)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["method_args"]["proj_out_bn"]  # what an older vissl-lite wrote
+    torch.save(ckpt, path)
+    cfg2, model, _ = runs.load_run(tmp_path / "old")
+    assert cfg2.method_args["proj_out_bn"] is False and isinstance(model.projector[-1], torch.nn.Linear)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+    with pytest.raises(RuntimeError, match="proj_out_bn=false"):
+        pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / "old"), max_steps=2, resume=True, **FAST))
+
+
 def test_resume_refuses_a_different_model(npz_rgb_noval, tmp_path):
     common = dict(data=str(npz_rgb_noval), out=str(tmp_path / "r"), max_steps=1, **FAST)
     pretrain(make_config(**common))

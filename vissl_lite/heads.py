@@ -9,19 +9,26 @@ from torch import nn
 
 
 class ProjectionMLP(nn.Sequential):
-    """SimCLR's projection g(.): Linear-BN-ReLU per hidden layer, then Linear to ``out_dim``.
+    """SimCLR's projection g(.): Linear-BN-ReLU per hidden layer, then Linear to ``out_dim`` (BatchNorm'd too when
+    ``out_bn``).
 
-    The paper describes Linear-ReLU-Linear; its reference code adds BatchNorm after every hidden Linear, and
-    SimCLR v2 found deeper heads help. ``num_layers=2`` is v1.
+    The paper describes Linear-ReLU-Linear. Its reference code (google-research/simclr, ``projection_head``) puts
+    BatchNorm after every Linear: hidden layers with a bias and ReLU, the output layer with neither, and its BN with
+    a learned scale but no shift (``center=False``). ``out_bn`` is that output BN; its shift stays frozen at zero.
+    SimCLR v2 found deeper heads help; ``num_layers=2`` is v1.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, out_bn: bool = True):
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(num_layers - 1):
             layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
             dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim))
+        layers.append(nn.Linear(dim, out_dim, bias=not out_bn))
+        if out_bn:
+            norm = nn.BatchNorm1d(out_dim)
+            norm.bias.requires_grad_(False)  # scale only: a shared shift would move every embedding before L2-norm
+            layers.append(norm)
         super().__init__(*layers)
 
 

@@ -161,9 +161,20 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunCo
     first_conv = next((v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4), None)
     if first_conv is None:
         raise RuntimeError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
+    if legacy_projector(cfg, state):
+        cfg.method_args = {**cfg.method_args, "proj_out_bn": False}
     model = build_model(cfg, in_chans=first_conv.shape[1])
     model.load_state_dict(state)
     return cfg, model.to(device), ckpt
+
+
+def legacy_projector(cfg: RunConfig, state: dict) -> bool:
+    """Whether ``state`` is a SimCLR model saved before its projection head gained the output BatchNorm (its
+    config does not say ``proj_out_bn`` and the head's last layer has a bias instead of BN statistics)."""
+    if cfg.method != "simclr" or "proj_out_bn" in cfg.method_args:
+        return False
+    layers = [int(k.split(".")[1]) for k in state if k.startswith("projector.")]
+    return bool(layers) and f"projector.{max(layers)}.running_var" not in state
 
 
 def environment() -> dict:

@@ -164,6 +164,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
         _check_resume(cfg, ckpt["config"])
+        if runs.legacy_projector(cfg, ckpt["model"]):
+            raise RuntimeError(f"{out} was written by an older vissl-lite whose SimCLR head had no output BatchNorm; "
+                               "resume it with --method-args proj_out_bn=false")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
