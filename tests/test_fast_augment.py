@@ -182,3 +182,24 @@ def test_simclr_views_match_the_kornia_pipeline_in_distribution():
                  lambda v: (v[:, 0] - v[:, 2]).abs().mean(dim=(1, 2))):  # brightness, contrast, colourfulness
         qa, qb = stat(a).quantile(q), stat(b).quantile(q)
         assert (qa - qb).abs().max() < 0.08, (qa, qb)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_simclr_views_take_8_bit_levels_like_a_uint8_pipeline(channels):
+    x = (images(64, side=32, seed=2)[:, :channels] * 255).to(torch.uint8)
+    for quantize in (True, False):
+        aug = build_augment("simclr", 32, channels, quantize=quantize)
+        torch.manual_seed(0)
+        v = torch.cat(aug(x)) * aug.std + aug.mean  # back to [0, 1]
+        off = (v * 255 - (v * 255).round()).abs()
+        assert (off.max() < 1e-3) == quantize, off.max()
+        assert v.min() >= -1e-6 and v.max() <= 1 + 1e-6
+    # same draw with and without: rounding is half a level per step at most; later steps (contrast up to 1.8x)
+    # can stretch earlier rounding, so on average the views differ by well under one level
+    torch.manual_seed(0)
+    aug = build_augment("simclr", 32, channels)
+    a = torch.cat(aug(x))
+    torch.manual_seed(0)
+    b = torch.cat(build_augment("simclr", 32, channels, quantize=False)(x))
+    levels = ((a - b) * aug.std * 255).abs()
+    assert levels.mean() < 0.6 and levels.max() < 8, (levels.mean(), levels.max())
