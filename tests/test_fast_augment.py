@@ -194,12 +194,10 @@ def test_simclr_views_take_8_bit_levels_like_a_uint8_pipeline(channels):
         off = (v * 255 - (v * 255).round()).abs()
         assert (off.max() < 1e-3) == quantize, off.max()
         assert v.min() >= -1e-6 and v.max() <= 1 + 1e-6
-    # same draw with and without: rounding is half a level per step at most; later steps (contrast up to 1.8x)
-    # can stretch earlier rounding, so on average the views differ by well under one level
+    # same draw with and without: rounding the finished view moves each value by at most half a level
     torch.manual_seed(0)
     aug = build_augment("simclr", 32, channels)
     a = torch.cat(aug(x))
     torch.manual_seed(0)
     b = torch.cat(build_augment("simclr", 32, channels, quantize=False)(x))
-    levels = ((a - b) * aug.std * 255).abs()
-    assert levels.mean() < 0.6 and levels.max() < 8, (levels.mean(), levels.max())
+    assert ((a - b) * aug.std * 255).abs().max() <= 0.5 + 1e-3
