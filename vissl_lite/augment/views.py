@@ -32,11 +32,11 @@ class RoundTo8Bit(nn.Module):
     """Round values in [0, 1] to the nearest of the 256 levels of an 8-bit image, in place.
 
     A PIL or uint8-tensor pipeline (torchvision, lightly) stores every intermediate view as uint8, so its views, like
-    the unaugmented images the evaluations see, only take these levels; float ops produce values between them.
-    Rounding made the SimCLR recipe's probe 1.7 points better on PneumoniaMNIST (3 seeds at equal steps, rounding
-    after the crop and after the jitter; see the README's Speed section), level with lightly's PIL pipeline, so the
-    ``simclr`` views end with it by default: once, on the finished view, which costs one pass instead of one per
-    step.
+    the unaugmented images the evaluations see, only take these levels; float ops produce values between them. The
+    ``simclr`` views end with this by default (once, on the finished view: one pass over the batch), so they take
+    the same values as the views of those pipelines. What it does to quality is not settled: on PneumoniaMNIST,
+    rounding after the crop and after the jitter raised the probe by 1.7 points in a 3-seed exploratory run, but
+    rounding once at the end, in the benchmark run on the same seeds, did not (README, Speed section).
     """
 
     @torch.no_grad()
