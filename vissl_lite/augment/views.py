@@ -35,8 +35,9 @@ class RoundTo8Bit(nn.Module):
     the unaugmented images the evaluations see, only take these levels; float ops produce values between them. The
     ``simclr`` views end with this by default (once, on the finished view: one pass over the batch), so they take
     the same values as the views of those pipelines. What it does to quality is not settled: on PneumoniaMNIST,
-    rounding after the crop and after the jitter raised the probe by 1.7 points in a 3-seed exploratory run, but
-    rounding once at the end, in the benchmark run on the same seeds, did not (README, Speed section).
+    rounding after the crop and after the jitter raised the probe by 1.7 points in a 3-seed, 3-minute run, but only
+    by 0.5 over rounding once at the end when repeated at 4 minutes, and end rounding was within noise of float
+    views (README, Speed section).
     """
 
     @torch.no_grad()
