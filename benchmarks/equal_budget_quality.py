@@ -150,13 +150,16 @@ def main() -> None:
         if not same:
             raise SystemExit(f"--add: {previous} has another data set, budget or recipe; run without --add")
         new = {int(s) for s in args.seeds.split(",")}
-        runs_by_seed = [r for r in old["runs"] if r["seed"] not in new]
+        # each kept seed remembers the commit it ran at (the file's environment describes only this run)
+        runs_by_seed = [{"git_sha": old["environment"].get("git_sha"), **r} for r in old["runs"]
+                        if r["seed"] not in new]
+    sha = environment(device, ())["git_sha"]
     for seed in [int(s) for s in args.seeds.split(",")]:
         cfg = make_config("simclr_quickstart", data=args.data, image_size=args.image_size, seed=seed,
                           device=str(device), progress=False, knn_k=[20], **RECIPE)
         train_set = load_split(cfg.data, "train", cfg.image_size, progress=False)
         eval_splits = load_eval_splits(cfg, train_set.channels)
-        row = {"seed": seed}
+        row = {"seed": seed, "git_sha": sha}
         # alternate which side goes first with the seed, so slow drift on the machine does not favour one
         order = ("vissl_lite", "lightly") if seed % 2 == 0 else ("lightly", "vissl_lite")
         for side in order:
@@ -170,15 +173,22 @@ def main() -> None:
     deltas = [r["probe_top1_delta"] for r in runs_by_seed]
 
     def mean_of(side, key):
-        return statistics.mean(r[side][key] for r in runs_by_seed)
+        values = [r[side][key] for r in runs_by_seed]
+        return None if None in values else statistics.mean(values)
 
     summary = {side: {"linear_probe_top1": mean_of(side, "linear_probe_top1"), "knn_top1": mean_of(side, "knn_top1"),
+                      "linear_probe_auroc": mean_of(side, "linear_probe_auroc"),
                       "steps": statistics.mean(r[side]["train"]["steps"] for r in runs_by_seed)}
                for side in ("vissl_lite", "lightly")}
     summary["probe_top1_delta"] = statistics.mean(deltas)
     summary["knn_top1_delta"] = statistics.mean(r["vissl_lite"]["knn_top1"] - r["lightly"]["knn_top1"]
                                                 for r in runs_by_seed)
+    if summary["vissl_lite"]["linear_probe_auroc"] is not None:
+        summary["probe_auroc_delta"] = (summary["vissl_lite"]["linear_probe_auroc"]
+                                        - summary["lightly"]["linear_probe_auroc"])
     summary["probe_top1_delta_std"] = statistics.stdev(deltas) if len(deltas) > 1 else None
+    # standard error of the mean paired delta: the seed-to-seed spread is several points on these small test sets
+    summary["probe_top1_delta_sem"] = statistics.stdev(deltas) / math.sqrt(len(deltas)) if len(deltas) > 1 else None
     env = environment(device, ("lightly",))
     out = {"benchmark": "equal_budget_quality", "device": device.type, "environment": env,
            "config": {"data": Path(args.data).name, "image_size": args.image_size, "minutes_per_side": args.minutes,
@@ -186,15 +196,19 @@ def main() -> None:
                       "lightly_dataloader_workers": args.workers, "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs_by_seed, "summary": summary, "wall_s": round(time.time() - t0, 1)}
     path = write_result(f"equal_budget_quality_{device.type}.json", out)
+    sem = summary["probe_top1_delta_sem"]
     key = "probe_top1_delta_vs_lightly_equal_budget" + ("" if device.type == "cpu" else f"_{device.type}")
     update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": machine(device),
+                          "standard_error": None if sem is None else round(sem, 2),
                           "data": Path(args.data).stem, "minutes": args.minutes, "seeds": len(deltas),
                           "source": path.name}})
     print(f"\n{'':<12} {'steps':>7} {'probe top-1':>12} {'kNN top-1':>10}")
     for side in ("vissl_lite", "lightly"):
         s = summary[side]
         print(f"{side:<12} {s['steps']:>7.0f} {s['linear_probe_top1']:>12.2f} {s['knn_top1']:>10.2f}")
-    print(f"probe top-1 delta (ours - lightly): {summary['probe_top1_delta']:+.2f} points; machine {env['machine']}")
+    print(f"probe top-1 delta (ours - lightly): {summary['probe_top1_delta']:+.2f} points"
+          + (f" (standard error {sem:.2f}, {len(deltas)} seeds)" if sem is not None else "")
+          + f"; machine {env['machine']}")
 
 
 if __name__ == "__main__":
