@@ -141,6 +141,25 @@ def test_resized_crop_is_torchvision_resize_of_the_box(size, side):
         torch.testing.assert_close(out[i], expected, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("size", [16, LOOP_ABOVE + 8])
+def test_vertical_flip_mirrors_rows_and_is_drawn_with_its_probability(size):
+    """Both paths: the vertically flipped crop is the unflipped one upside down; p_vflip=0 draws nothing, so the
+    photo recipes' random stream is unchanged."""
+    x = images(200, side=size + 4)
+    torch.manual_seed(3)
+    params = ResizedCropFlip(size, p_flip=0.5, p_vflip=0.3).sample(x.shape, "cpu")
+    both = resized_crop(x, params["boxes"], size, params["flip"], params["vflip"])
+    plain = resized_crop(x, params["boxes"], size, params["flip"])
+    v = params["vflip"]
+    torch.testing.assert_close(both[v], plain[v].flip(2), atol=2e-5, rtol=0)
+    assert torch.equal(both[~v], plain[~v])
+    assert abs(v.float().mean().item() - 0.3) < 0.1  # 200 draws: 3 standard deviations
+    torch.manual_seed(3)
+    none = ResizedCropFlip(size, p_flip=0.5).sample(x.shape, "cpu")
+    assert none["vflip"] is None and torch.equal(none["flip"], params["flip"])
+    assert torch.equal(none["boxes"], params["boxes"])
+
+
 def test_resized_crop_matmul_path_matches_the_loop():
     x = images(6, side=48)
     boxes = torch.tensor([[0, 0, 48, 48], [3, 5, 20, 30], [40, 40, 8, 8], [0, 10, 48, 7], [1, 1, 1, 1],

@@ -47,17 +47,21 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
     return w / w.sum(dim=2, keepdim=True)
 
 
-def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Crop ``boxes`` (B, 4) as (x0, y0, w, h) in pixels out of ``x`` (B, C, H, W), resize each to ``size`` and
-    mirror the images where ``flip`` (B,) bool is set. Returns (B, C, size, size)."""
+def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None,
+                 vflip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop ``boxes`` (B, 4) as (x0, y0, w, h) in pixels out of ``x`` (B, C, H, W), resize each to ``size``,
+    mirror left-right the images where ``flip`` (B,) bool is set and upside down where ``vflip`` is. Returns
+    (B, C, size, size)."""
     _, _, height, width = x.shape
     if x.device.type == "cpu" and size > LOOP_ABOVE:
-        return _resized_crop_loop(x, boxes, size, flip)
+        return _resized_crop_loop(x, boxes, size, flip, vflip)
     boxes = boxes.to(x.device, torch.float32)
     wy = resize_weights(boxes[:, 1], boxes[:, 3], height, size)  # (B, S, H)
     wx = resize_weights(boxes[:, 0], boxes[:, 2], width, size)  # (B, S, W)
     if flip is not None:
         wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
+    if vflip is not None:  # the same trick on the row weights
+        wy = torch.where(vflip.view(-1, 1, 1), wy.flip(1), wy)
     wy, wx = wy.to(x.dtype), wx.to(x.dtype)
     b, c = x.shape[:2]
     cols = torch.bmm(x.reshape(b, c * height, width), wx.transpose(1, 2))  # (B, C*H, S): columns resized
@@ -66,39 +70,46 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Te
     return out_t.view(b, c, size, size).transpose(2, 3).contiguous()  # (B, C, S, S)
 
 
-def _resized_crop_loop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None) -> torch.Tensor:
+def _resized_crop_loop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None,
+                       vflip: torch.Tensor | None = None) -> torch.Tensor:
     out = x.new_empty(x.shape[0], x.shape[1], size, size)
     for i, (x0, y0, w, h) in enumerate(boxes.long().tolist()):
         out[i] = F.interpolate(x[i:i + 1, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode="bilinear",
                                align_corners=False, antialias=True)[0]
     if flip is not None:
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+    if vflip is not None:
+        out = torch.where(vflip.view(-1, 1, 1, 1), out.flip(2), out)
     return out
 
 
 class ResizedCropFlip(nn.Module):
     """Random resized crop (torchvision's sampling of ``scale`` and ``ratio``) to ``size`` x ``size``, then a
-    horizontal flip with probability ``p_flip``; one draw per image."""
+    horizontal flip with probability ``p_flip`` and a vertical one with probability ``p_vflip``; one draw per
+    image."""
 
-    def __init__(self, size: int, scale: tuple = (0.08, 1.0), ratio: tuple = (3 / 4, 4 / 3), p_flip: float = 0.5):
+    def __init__(self, size: int, scale: tuple = (0.08, 1.0), ratio: tuple = (3 / 4, 4 / 3), p_flip: float = 0.5,
+                 p_vflip: float = 0.0):
         super().__init__()
-        self.size, self.scale, self.ratio, self.p_flip = size, tuple(scale), tuple(ratio), p_flip
+        self.size, self.scale, self.ratio, self.p_flip, self.p_vflip = size, tuple(scale), tuple(ratio), p_flip, p_vflip
         self.sampler = K.RandomResizedCrop((size, size), scale=tuple(scale), ratio=tuple(ratio))
 
     def sample(self, shape: torch.Size, device) -> dict:
-        """Crop boxes (B, 4) as (x0, y0, w, h) and flips (B,) for a batch of ``shape``."""
+        """Crop boxes (B, 4) as (x0, y0, w, h), flips and vertical flips (B,) for a batch of ``shape``
+        (``vflip`` is None when ``p_vflip`` is 0: no draw, so recipes without it keep their random stream)."""
         src = self.sampler.forward_parameters(shape)["src"]  # (B, 4, 2) corners, inclusive pixel indices
         boxes = torch.stack([src[:, 0, 0], src[:, 0, 1], src[:, 1, 0] - src[:, 0, 0] + 1,
                              src[:, 2, 1] - src[:, 0, 1] + 1], dim=1)
         flip = torch.rand(shape[0], device=device) < self.p_flip
+        vflip = torch.rand(shape[0], device=device) < self.p_vflip if self.p_vflip else None
         # kornia draws on the CPU; a blocking copy to a GPU would wait for the queued work (a hidden host sync)
-        return {"boxes": boxes.to(device, non_blocking=True), "flip": flip}
+        return {"boxes": boxes.to(device, non_blocking=True), "flip": flip, "vflip": vflip}
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) float -> (B, C, size, size)."""
         params = self.sample(x.shape, x.device)
-        return resized_crop(x, params["boxes"], self.size, params["flip"])
+        return resized_crop(x, params["boxes"], self.size, params["flip"], params["vflip"])
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, scale={self.scale}, ratio={self.ratio}, p_flip={self.p_flip}"
+        return f"size={self.size}, scale={self.scale}, ratio={self.ratio}, p_flip={self.p_flip}, p_vflip={self.p_vflip}"

@@ -6,7 +6,8 @@ input on any device, one random draw per sample from torch's global generator, o
 Photo recipes (SimCLR's) assume that colour and left-right orientation carry no meaning. Medical images break both
 assumptions in modality-specific ways, so each preset keeps the transformations that leave the diagnosis unchanged
 and drops the rest. The intensity operations are written here as batched tensor maths (one random factor per image,
-no per-sample Python); geometry uses kornia.
+no per-sample Python). The crop and flips are the batched ``ResizedCropFlip`` the photo recipes use (kornia's crop
+resized each image in a Python loop); the affine and elastic warps and the blur are kornia's batched modules.
 
 ``n_views=None`` (the default) makes as many views as the method needs (2 for SimCLR, 1 for MAE and DAE).
 """
@@ -19,6 +20,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from vissl_lite.augment.geometry import ResizedCropFlip
 from vissl_lite.augment.views import _Views, default_stats
 
 # Ruifrok & Johnston (2001) stain vectors (optical density of haematoxylin, eosin and DAB per RGB channel), as
@@ -137,12 +139,7 @@ class MedicalViews(_Views):
         self.brightness, self.contrast, self.p_intensity = brightness, contrast, p_intensity
         self.gamma, self.p_gamma = tuple(gamma), p_gamma
         self.noise, self.p_noise = noise, p_noise
-        geometry = [K.RandomResizedCrop((size, size), scale=tuple(scale), ratio=tuple(ratio))]
-        if p_hflip:
-            geometry.append(K.RandomHorizontalFlip(p=p_hflip))
-        if p_vflip:
-            geometry.append(K.RandomVerticalFlip(p=p_vflip))
-        self.geometry = nn.Sequential(*geometry)
+        self.geometry = ResizedCropFlip(size, scale, ratio, p_flip=p_hflip, p_vflip=p_vflip)
         late = []
         if p_affine:
             late.append(K.RandomAffine(degrees=degrees, translate=(translate, translate),
