@@ -153,13 +153,13 @@ def main() -> None:
         # each kept seed remembers the commit it ran at (the file's environment describes only this run)
         runs_by_seed = [{"git_sha": old["environment"].get("git_sha"), **r} for r in old["runs"]
                         if r["seed"] not in new]
-    sha = environment(device, ())["git_sha"]
+    env = environment(device, ("lightly",))
     for seed in [int(s) for s in args.seeds.split(",")]:
         cfg = make_config("simclr_quickstart", data=args.data, image_size=args.image_size, seed=seed,
                           device=str(device), progress=False, knn_k=[20], **RECIPE)
         train_set = load_split(cfg.data, "train", cfg.image_size, progress=False)
         eval_splits = load_eval_splits(cfg, train_set.channels)
-        row = {"seed": seed, "git_sha": sha}
+        row = {"seed": seed, "git_sha": env["git_sha"]}
         # alternate which side goes first with the seed, so slow drift on the machine does not favour one
         order = ("vissl_lite", "lightly") if seed % 2 == 0 else ("lightly", "vissl_lite")
         for side in order:
@@ -186,17 +186,16 @@ def main() -> None:
     if summary["vissl_lite"]["linear_probe_auroc"] is not None:
         summary["probe_auroc_delta"] = (summary["vissl_lite"]["linear_probe_auroc"]
                                         - summary["lightly"]["linear_probe_auroc"])
-    summary["probe_top1_delta_std"] = statistics.stdev(deltas) if len(deltas) > 1 else None
+    std = statistics.stdev(deltas) if len(deltas) > 1 else None
     # standard error of the mean paired delta: the seed-to-seed spread is several points on these small test sets
-    summary["probe_top1_delta_sem"] = statistics.stdev(deltas) / math.sqrt(len(deltas)) if len(deltas) > 1 else None
-    env = environment(device, ("lightly",))
+    sem = None if std is None else std / math.sqrt(len(deltas))
+    summary["probe_top1_delta_std"], summary["probe_top1_delta_sem"] = std, sem
     out = {"benchmark": "equal_budget_quality", "device": device.type, "environment": env,
            "config": {"data": Path(args.data).name, "image_size": args.image_size, "minutes_per_side": args.minutes,
                       "recipe": RECIPE, "lr_schedule": f"{WARMUP:.0%} warm-up, cosine over the budget",
                       "lightly_dataloader_workers": args.workers, "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs_by_seed, "summary": summary, "wall_s": round(time.time() - t0, 1)}
     path = write_result(f"equal_budget_quality_{device.type}.json", out)
-    sem = summary["probe_top1_delta_sem"]
     key = "probe_top1_delta_vs_lightly_equal_budget" + ("" if device.type == "cpu" else f"_{device.type}")
     update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": machine(device),
                           "standard_error": None if sem is None else round(sem, 2),
