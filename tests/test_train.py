@@ -43,8 +43,10 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
     assert (tmp_path / "run" / "config.yaml").is_file()
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch):
-    common = dict(data=str(npz_rgb_noval), **FAST | {"epochs": 2})  # 72 train images / 16 = 4 steps per epoch
+@pytest.mark.parametrize("amp", ["off", "fp16"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch, amp):
+    # 72 train images / 16 = 4 steps per epoch; fp16 also carries the loss scaler's state across the resume
+    common = dict(data=str(npz_rgb_noval), amp=amp, **FAST | {"epochs": 2})
     pretrain(make_config(out=str(tmp_path / "straight"), **common))
     # dies mid-epoch 2; the last checkpoint is step 3
     crash_pretrain(monkeypatch, 5, lambda: pretrain(make_config(out=str(tmp_path / "split"), **common)))
@@ -55,6 +57,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tm
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 8
+    # the scale and the count of steps since it last changed, as if the run had never stopped
+    assert a.get("scaler") == b.get("scaler") and ("scaler" in a) == (amp == "fp16")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     for k, v in a["optimizer"]["state"].items():

@@ -1,7 +1,8 @@
 """A run folder and its checkpoint: build the model a config describes, save atomically, load safely.
 
-Checkpoint layout: ``{"model", "optimizer", "step", "config", "rng", "version"}``, plain tensors and Python
-containers only, so it loads with ``torch.load(..., weights_only=True)``.
+Checkpoint layout: ``{"model", "optimizer", "step", "config", "rng", "version"}`` (plus ``"scaler"``, the loss
+scaler's state, for fp16 runs), plain tensors and Python containers only, so it loads with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -87,10 +88,11 @@ def _as_tuple(x):
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
-                    cfg: RunConfig, keep: int = 1) -> None:
+                    cfg: RunConfig, keep: int = 1, scaler: torch.amp.GradScaler | None = None) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
     under the real name. ``keep`` > 1 also keeps ``<stem>-<step>.pt`` snapshots of the last ``keep`` saves (hard
-    links to the same data where the file system allows, so the newest costs no extra space)."""
+    links to the same data where the file system allows, so the newest costs no extra space). An enabled fp16
+    ``scaler`` is saved too: a resume that restarted its scale would skip steps the uninterrupted run takes."""
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
@@ -99,6 +101,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "rng": rng_state(),
         "version": __version__,
     }
+    if scaler is not None and scaler.is_enabled():
+        payload["scaler"] = scaler.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -160,7 +160,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   + (f", {len(start_weights['skipped'])} skipped ({start_weights['skipped'][0]}, ...)"
                      if start_weights["skipped"] else ""))
     optimizer = build_optimizer(model, cfg)
-    step = 0
+    step, scaler_state = 0, None
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
         _check_resume(cfg, ckpt["config"])
@@ -169,7 +169,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                                "resume it with --method-args proj_out_bn=false")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        step = ckpt["step"]
+        step, scaler_state = ckpt["step"], ckpt.get("scaler")
         runs.set_rng_state(ckpt["rng"])
         _truncate_log(out / "metrics.jsonl", step)
     train_model = model
@@ -204,7 +204,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         hooks.append(lambda step, last: {"knn_top1": monitor(model)} if step % every == 0 else None)
     t_train = time.time()
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
-                    step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True)
+                    step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
+                    scaler_state=scaler_state)
     train_s = time.time() - t_train
 
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
@@ -266,7 +267,7 @@ class StepSchedule:
 
 def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler, cfg: RunConfig, step: int, total: int, steps_per_epoch: int, out: Path,
-             hooks: list = (), desc: str = "train", checkpoint: bool = True) -> int:
+             hooks: list = (), desc: str = "train", checkpoint: bool = True, scaler_state: dict | None = None) -> int:
     """The one training loop (pretraining and fine-tuning): from ``step`` to ``total``, logging to
     ``<out>/metrics.jsonl`` and (``checkpoint``) saving ``<out>/checkpoint.pt`` every ``cfg.checkpoint_every`` steps
     and at the end.
@@ -276,6 +277,7 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
         scheduler: anything with ``step_update(step)`` that sets the optimizer's learning rates (timm's schedulers,
             :class:`StepSchedule`).
         hooks: ``hook(step, is_last) -> dict | None`` after each step; a returned dict is logged with the step.
+        scaler_state: the fp16 loss scaler's state from the checkpoint being resumed.
 
     Returns:
         the step reached.
@@ -284,6 +286,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     device = next(model.parameters()).device
     amp_dtype = _autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if scaler_state and scaler.is_enabled():
+        scaler.load_state_dict(scaler_state)
     log_path = out / "metrics.jsonl"
     model.train()
     bad_loss = torch.zeros((), dtype=torch.bool, device=device)
@@ -335,16 +339,18 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                 if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
                     _check_finite(bad_loss, last_good, step, out, checkpoint)
                     if main:
-                        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
+                        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints,
+                                             scaler)
                     last_good = step
                 if _stop_requested(stop, step, cfg.log_every):
-                    _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss)
+                    _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
+                          scaler)
                 if is_last:
                     break
             epoch += 1
         _check_finite(bad_loss, last_good, step, out, checkpoint)
         if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
-            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss)
+            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler)
     bar.close()
     return step
 
@@ -371,14 +377,14 @@ def _append(log_path: Path, record: dict) -> None:
 
 
 def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, model, optimizer, cfg: RunConfig,
-          out: Path, bad_loss: torch.Tensor) -> None:
+          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
     name = signal.Signals(signum).name
     if not checkpoint:
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step and main:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints)
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler)
     raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
                               f"'vissl-lite pretrain --out {out} --resume'", signum)
 
