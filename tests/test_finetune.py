@@ -146,6 +146,7 @@ def test_layer_decay_scales_follow_depth():
     wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     depth = len(backbone.blocks)
     assert scale[id(model.head.weight)] == 1.0
+    assert scale[id(backbone.norm.weight)] == scale[id(backbone.norm.bias)] == 1.0  # MAE counts it with the head
     assert scale[id(backbone.blocks[-1].mlp.fc1.weight)] == pytest.approx(0.5)
     assert scale[id(backbone.blocks[0].mlp.fc1.weight)] == pytest.approx(0.5 ** depth)
     assert scale[id(backbone.patch_embed.proj.weight)] == pytest.approx(0.5 ** (depth + 1))

@@ -79,8 +79,9 @@ def resolved_layer_decay(cfg: RunConfig, backbone: nn.Module) -> float:
 
 def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> torch.optim.Optimizer:
     """timm's optimizer; biases and norms get no weight decay. With layer decay (< 1), timm's grouping gives each
-    backbone layer an ``lr_scale``; every backbone scale is multiplied once more by the decay so the head alone
-    runs at the full rate and the last block at ``decay`` times it, as in MAE's fine-tuning."""
+    backbone layer an ``lr_scale``; every backbone scale is multiplied once more by the decay so the last block
+    runs at ``decay`` times the full rate, as in MAE's fine-tuning. The backbone's final norm (``norm``/``fc_norm``,
+    which timm groups with the last block) stays at the full rate with the head: MAE counts it as part of the head."""
     kwargs = optimizer_kwargs(model, cfg)
     if layer_decay >= 1.0:
         return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
@@ -88,10 +89,15 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> tor
     skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
     groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, no_weight_decay_list=skip,
                                       layer_decay=layer_decay)
+    final_norm = {id(p) for n, p in backbone.named_parameters() if n.split(".")[0] in ("norm", "fc_norm")}
+    split = []
     for g in groups:
-        g["lr_scale"] = g.get("lr_scale", 1.0) * layer_decay
-    groups += [{"params": [model.head.weight], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-               {"params": [model.head.bias], "weight_decay": 0.0, "lr_scale": 1.0}]
+        rest = [p for p in g["params"] if id(p) not in final_norm]
+        norm = [p for p in g["params"] if id(p) in final_norm]
+        split += [{**g, "params": rest, "lr_scale": g.get("lr_scale", 1.0) * layer_decay}] if rest else []
+        split += [{**g, "params": norm, "lr_scale": 1.0}] if norm else []
+    groups = split + [{"params": [model.head.weight], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                      {"params": [model.head.bias], "weight_decay": 0.0, "lr_scale": 1.0}]
     return create_optimizer_v2(groups, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
