@@ -68,6 +68,29 @@ def test_multiframe_and_broken_files_are_named(tmp_path):
         decode_image(tmp_path / "bad.dcm", 8, 1)
 
 
+def test_colour_dicom_is_scaled_not_windowed_and_read_once(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(0).integers(0, 4096, (5, 6, 3)).astype(np.uint16)  # 12-bit RGB
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 5, 6, 3, "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(tmp_path / "photo.dcm", enforce_file_format=True)
+    reads = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: reads.append(a) or real(*a, **k))
+    out = read_dicom(tmp_path / "photo.dcm")
+    assert len(reads) == 1
+    expected = (rgb.astype(np.float64) / 4095 * 255 + 0.5).astype(np.uint8)  # the bit depth, not the content
+    assert out.shape == (5, 6, 3) and out.dtype == np.uint8 and np.array_equal(out, expected)
+
+
 def test_a_dicom_folder_pretrains_and_probes_with_no_conversion(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "scans"

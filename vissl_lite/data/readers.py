@@ -299,21 +299,31 @@ def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, se
 
 
 def _read_dicom_values(file: Path) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
-    pydicom = _pydicom()
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    return _dicom_high_range(*_dicom_pixels(file))
 
+
+def _dicom_pixels(file: Path):
+    """``(dataset, pixel array)`` of a single-frame DICOM file; a :class:`DataError` naming the file otherwise."""
+    pydicom = _pydicom()
     try:
         ds = pydicom.dcmread(file)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise DataError(f"{file} holds {frames} frames; vissl-lite reads one image per file. Split it into "
                             "single-frame files first (e.g. with pydicom), or leave it out")
-        arr = ds.pixel_array
+        return ds, ds.pixel_array
     except DataError:
         raise
     except Exception as e:  # pydicom raises many types for broken files and missing pixel data
         raise DataError(f"cannot read DICOM {file} ({type(e).__name__}: {e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
+
+
+def _dicom_high_range(ds, arr: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+    """:func:`read_high_range` for a read DICOM dataset; None for colour."""
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     if int(ds.get("SamplesPerPixel", 1)) == 3:
         return None
     values = apply_modality_lut(arr, ds).astype(np.float64)
@@ -323,8 +333,8 @@ def _read_dicom_values(file: Path) -> tuple[np.ndarray, tuple[float, float] | No
         own = (float(values.min()), float(values.max()))
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         centre, width = ds.WindowCenter, ds.WindowWidth
-        centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        centre = float(centre[0] if isinstance(centre, MultiValue) else centre)
+        width = float(width[0] if isinstance(width, MultiValue) else width)
         own = (centre - width / 2, centre + width / 2)
     invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1"
     return values, own, invert
@@ -339,15 +349,14 @@ def read_dicom(file: Path, window="auto") -> np.ndarray:
     3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
 
     Multi-frame files are refused: each frame would be a separate image. Colour files are scaled from their bit
-    depth to 8 bits.
+    depth to 8 bits. The file is read once either way.
     """
-    gray = window_image(file, window)
-    if gray is not None:
-        return gray
-    ds = _pydicom().dcmread(file)
-    arr = ds.pixel_array.astype(np.float64)  # colour (RGB, YBR converted by pydicom): scale to 8 bits
-    top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
-    return np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)
+    ds, arr = _dicom_pixels(file)
+    raw = _dicom_high_range(ds, arr)
+    if raw is not None:
+        return _windowed(raw, window)
+    top = float(2 ** int(ds.get("BitsStored", 8)) - 1)  # colour (RGB, YBR converted by pydicom): scale to 8 bits
+    return np.clip(arr.astype(np.float64) / top * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
