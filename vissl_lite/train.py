@@ -288,6 +288,12 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if scaler_state and scaler.is_enabled():
         scaler.load_state_dict(scaler_state)
+    if cfg.compile:
+        # in place: __call__ is compiled, the parameters and state-dict keys stay the model's own, so
+        # checkpoints, resume and export do not change; the first step (and a first eval pass) compiles
+        train_model.compile()
+        if main:
+            print(f"  {desc}: --compile on; the first step compiles the model and takes longer")
     log_path = out / "metrics.jsonl"
     model.train()
     bad_loss = torch.zeros((), dtype=torch.bool, device=device)
