@@ -26,6 +26,10 @@ timed steps after warm-up (which also starts the workers), mean and std over rep
 repeat so that drift on the machine hits both alike. On CUDA the breakdown comes from a separate pass with a
 synchronize at each phase boundary; the throughput passes have none. Writes
 benchmarks/results/pretrain_throughput_<device>.json and the ``simclr_throughput_vs_lightly`` entry of summary.json.
+
+``--compile`` adds a third pipeline to each job, ours with ``--compile`` (the model's forward and backward through
+torch.compile; the warm-up absorbs the compile), and writes pretrain_throughput_<device>_compile.json instead,
+leaving summary.json (the default configuration's headline) alone.
 """
 
 from __future__ import annotations
@@ -154,20 +158,26 @@ class Pipeline:
         return time.perf_counter() - t_start, phases
 
 
-def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, workers: int) -> list[Pipeline]:
+def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, workers: int,
+               compiled: bool = False) -> list[Pipeline]:
     spec = dict(JOBS[job])
     cfg = make_config(spec.pop("recipe"), data="shapes", image_size=32, device=str(device), **spec)
     channels = images.shape[1]
     pipelines = []
 
-    # ---- ours: the pieces pretrain() uses, in the order run_loop calls them
+    # ---- ours: the pieces pretrain() uses, in the order run_loop calls them (and, with ``compiled``, again with
+    # the model compiled in place as run_loop does for --compile)
     data = ImageSet(name="cifar10", split="train", labels=torch.zeros(len(images), dtype=torch.long),
                     channels=channels, image_size=32, num_classes=0, images=images)
-    loader = make_loader(data, cfg.batch_size, device, shuffle=True, drop_last=True, seed=0)
-    model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
-    aug = build_augment(cfg.augment, 32, channels, views=model.views, **cfg.augment_args).to(device)
-    pipelines.append(Pipeline("vissl_lite", cycle(loader), aug, model, build_optimizer(model, cfg), device, amp_dtype,
-                              runs.use_channels_last(model), cfg.batch_size))
+    for name in ("vissl_lite", "vissl_lite_compiled") if compiled else ("vissl_lite",):
+        loader = make_loader(data, cfg.batch_size, device, shuffle=True, drop_last=True, seed=0)
+        model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
+        aug = build_augment(cfg.augment, 32, channels, views=model.views, **cfg.augment_args).to(device)
+        optimizer = build_optimizer(model, cfg)
+        if name.endswith("compiled"):
+            model.compile()
+        pipelines.append(Pipeline(name, cycle(loader), aug, model, optimizer, device, amp_dtype,
+                                  runs.use_channels_last(model), cfg.batch_size))
 
     # ---- lightly: its transform in a DataLoader; the same backbone
     from lightly.transforms import MAETransform, SimCLRTransform
@@ -195,7 +205,7 @@ def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, 
 
 def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dict:
     amp_dtype = torch.bfloat16 if precision == "bf16" else None
-    pipelines = build_pair(job, images, device, amp_dtype, args.workers)
+    pipelines = build_pair(job, images, device, amp_dtype, args.workers, args.compile)
     for p in pipelines:  # warm-up: workers start, oneDNN picks kernels, allocator settles
         p.steps(args.warmup, sync=False)
     rates = {p.name: [] for p in pipelines}
@@ -219,6 +229,9 @@ def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dic
                        "ms_per_step": {k: 1000 * v / (args.steps * (1 if device.type == "cuda" else args.repeats))
                                        for k, v in phases[p.name].items()}}
     row["ratio_vs_lightly"] = row["vissl_lite"]["images_per_s"] / row["lightly"]["images_per_s"]
+    if "vissl_lite_compiled" in row:
+        row["compiled_ratio_vs_lightly"] = row["vissl_lite_compiled"]["images_per_s"] / row["lightly"]["images_per_s"]
+        row["compiled_vs_eager"] = row["vissl_lite_compiled"]["images_per_s"] / row["vissl_lite"]["images_per_s"]
     del pipelines
     return row
 
@@ -233,6 +246,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
     p.add_argument("--images", type=int, default=8192)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true", help="also time ours with --compile (a third pipeline)")
     args = p.parse_args()
     device = torch.device(args.device)
     t0 = time.time()
@@ -245,14 +259,19 @@ def main() -> None:
             results[f"{job}_{precision}"] = row
             print(f"  ours {row['vissl_lite']['images_per_s']:.1f} img/s, lightly {row['lightly']['images_per_s']:.1f}"
                   f" img/s: {row['ratio_vs_lightly']:.2f}x", flush=True)
+            if args.compile:
+                print(f"  ours compiled {row['vissl_lite_compiled']['images_per_s']:.1f} img/s: "
+                      f"{row['compiled_ratio_vs_lightly']:.2f}x lightly, {row['compiled_vs_eager']:.2f}x ours eager",
+                      flush=True)
     env = environment(device, ("lightly",))
     out = {"benchmark": "pretrain_throughput", "device": device.type, "environment": env,
            "config": {"jobs": {k: JOBS[k] for k in args.jobs.split(",")}, "image_size": 32,
                       "lightly_dataloader_workers": args.workers, "timed_steps_per_repeat": args.steps,
-                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images)},
+                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images),
+                      "compiled_pipeline": args.compile},
            "results": results, "wall_s": round(time.time() - t0, 1)}
-    path = write_result(f"pretrain_throughput_{device.type}.json", out)
-    if "simclr_fp32" in results or "simclr_bf16" in results:
+    path = write_result(f"pretrain_throughput_{device.type}{'_compile' if args.compile else ''}.json", out)
+    if not args.compile and ("simclr_fp32" in results or "simclr_bf16" in results):
         key = "simclr_throughput_vs_lightly" + ("" if device.type == "cpu" else f"_{device.type}")
         headline = "simclr_fp32" if device.type == "cpu" else "simclr_bf16"  # each device's default precision
         entry = {"ratio": round(results[headline]["ratio_vs_lightly"], 2), "machine": machine(device),
