@@ -136,8 +136,11 @@ def test_multilabel_finetune_reports_auroc(tmp_path):
     assert "Per-label test AUROC" in report and "test mean AUROC" in report
 
 
-def test_layer_decay_scales_follow_depth():
-    backbone = create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4)
+@pytest.mark.parametrize("pool", ["token", "avg", "map"])
+def test_layer_decay_scales_follow_depth(pool):
+    # MAE's scales whatever sits after the blocks: norm (token pooling), fc_norm (avg) or an attention pool (map);
+    # timm's own grouping gives fc_norm and attn_pool a layer of their own, one factor above the last block
+    backbone = create_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, global_pool=pool)
     model = Classifier(backbone, num_classes=3)
     cfg = make_config(backbone="vit_tiny_patch16_224", image_size=16, method="classifier", augment="crop_flip",
                       method_args={"num_classes": 3}, lr=1e-3, weight_decay=0.05)
@@ -145,14 +148,28 @@ def test_layer_decay_scales_follow_depth():
     scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
     wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     depth = len(backbone.blocks)
+    after_blocks = [p for n, p in backbone.named_parameters() if n.split(".")[0] in ("norm", "fc_norm", "attn_pool")]
+    assert after_blocks and all(scale[id(p)] == 1.0 for p in after_blocks)  # with the head, as in MAE
     assert scale[id(model.head.weight)] == 1.0
-    assert scale[id(backbone.norm.weight)] == scale[id(backbone.norm.bias)] == 1.0  # MAE counts it with the head
     assert scale[id(backbone.blocks[-1].mlp.fc1.weight)] == pytest.approx(0.5)
     assert scale[id(backbone.blocks[0].mlp.fc1.weight)] == pytest.approx(0.5 ** depth)
     assert scale[id(backbone.patch_embed.proj.weight)] == pytest.approx(0.5 ** (depth + 1))
+    assert scale[id(backbone.pos_embed)] == pytest.approx(0.5 ** (depth + 1))
     assert wd[id(backbone.blocks[0].norm1.weight)] == 0 and wd[id(backbone.pos_embed)] == 0
+    assert wd[id(backbone.blocks[0].mlp.fc1.weight)] == 0.05 and wd[id(backbone.blocks[0].mlp.fc1.bias)] == 0
     assert wd[id(model.head.weight)] == 0.05 and wd[id(model.head.bias)] == 0
-    assert len({id(p) for g in opt.param_groups for p in g["params"]}) == len(list(model.parameters()))
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))  # every parameter once
+
+
+def test_layer_decay_on_a_resnet_uses_timm_grouping_shifted_below_the_head():
+    model = Classifier(create_backbone("resnet18", img_size=16), num_classes=3)
+    cfg = make_config(method="classifier", augment="crop_flip", method_args={"num_classes": 3})
+    opt = build_optimizer(model, cfg, 0.5)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert scale[id(model.head.weight)] == 1.0
+    assert scale[id(model.backbone.layer4[-1].conv2.weight)] == pytest.approx(0.5)
+    assert scale[id(model.backbone.conv1.weight)] < scale[id(model.backbone.layer1[0].conv1.weight)] < 0.5
 
 
 def test_schedule_lengths_stretch_small_subsets():

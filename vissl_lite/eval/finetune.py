@@ -77,27 +77,48 @@ def resolved_layer_decay(cfg: RunConfig, backbone: nn.Module) -> float:
     return 0.75 if is_vit(backbone) else 1.0
 
 
+VIT_STEM = ("cls_token", "reg_token", "dist_token", "pos_embed", "patch_embed", "norm_pre")
+
+
+def vit_layer_ids(backbone: nn.Module) -> dict[str, int]:
+    """MAE's layer ids for a ViT's parameters: 0 for the stem (tokens, position embedding, patch embedding), i + 1
+    for block i, and depth + 1, the head's layer, for everything after the blocks (``norm``, ``fc_norm``,
+    ``attn_pool``). timm's grouping differs after the blocks: it puts ``norm`` with the last block and any other
+    trailing module in a layer of its own, which would shift every block's scale by one factor for pooled ViTs."""
+    depth = len(backbone.blocks)
+    ids = {}
+    for name, _ in backbone.named_parameters():
+        top = name.split(".")[0]
+        ids[name] = int(name.split(".")[1]) + 1 if top == "blocks" else 0 if top in VIT_STEM else depth + 1
+    return ids
+
+
 def build_optimizer(model: nn.Module, cfg: RunConfig, layer_decay: float) -> torch.optim.Optimizer:
-    """timm's optimizer; biases and norms get no weight decay. With layer decay (< 1), timm's grouping gives each
-    backbone layer an ``lr_scale``; every backbone scale is multiplied once more by the decay so the last block
-    runs at ``decay`` times the full rate, as in MAE's fine-tuning. The backbone's final norm (``norm``/``fc_norm``,
-    which timm groups with the last block) stays at the full rate with the head: MAE counts it as part of the head."""
+    """timm's optimizer; biases and norms get no weight decay. With layer decay (< 1), a ViT's parameter in layer
+    ``i`` of :func:`vit_layer_ids` trains at ``decay ** (depth + 1 - i)`` times the rate, as in MAE's fine-tuning:
+    the head and the final norm at the full rate, the last block at ``decay``, the patch embedding at
+    ``decay ** (depth + 1)``. Other backbones use timm's layer grouping, shifted so that its top layer also runs at
+    ``decay`` and the head alone at the full rate."""
     kwargs = optimizer_kwargs(model, cfg)
     if layer_decay >= 1.0:
         return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     backbone = model.backbone
-    skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
-    groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, no_weight_decay_list=skip,
-                                      layer_decay=layer_decay)
-    final_norm = {id(p) for n, p in backbone.named_parameters() if n.split(".")[0] in ("norm", "fc_norm")}
-    split = []
-    for g in groups:
-        rest = [p for p in g["params"] if id(p) not in final_norm]
-        norm = [p for p in g["params"] if id(p) in final_norm]
-        split += [{**g, "params": rest, "lr_scale": g.get("lr_scale", 1.0) * layer_decay}] if rest else []
-        split += [{**g, "params": norm, "lr_scale": 1.0}] if norm else []
-    groups = split + [{"params": [model.head.weight], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-                      {"params": [model.head.bias], "weight_decay": 0.0, "lr_scale": 1.0}]
+    skip = set(backbone.no_weight_decay()) if hasattr(backbone, "no_weight_decay") else set()
+    if is_vit(backbone):
+        ids, top = vit_layer_ids(backbone), len(backbone.blocks) + 1
+        grouped: dict[tuple[int, bool], list] = {}
+        for name, p in backbone.named_parameters():
+            if p.requires_grad:
+                grouped.setdefault((ids[name], p.ndim <= 1 or name in skip), []).append(p)
+        groups = [{"params": ps, "lr_scale": layer_decay ** (top - i), "weight_decay": 0.0 if no_wd else
+                   cfg.weight_decay} for (i, no_wd), ps in sorted(grouped.items())]
+    else:
+        groups = param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, no_weight_decay_list=skip,
+                                          layer_decay=layer_decay)
+        for g in groups:
+            g["lr_scale"] = g.get("lr_scale", 1.0) * layer_decay
+    groups += [{"params": [model.head.weight], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+               {"params": [model.head.bias], "weight_decay": 0.0, "lr_scale": 1.0}]
     return create_optimizer_v2(groups, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
