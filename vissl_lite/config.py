@@ -98,9 +98,11 @@ class RunConfig:
     warmup_epochs: float = _f(5.0, "Linear warmup length in epochs (fractions allowed).")
     clip_grad: float = _f(3.0, "Clip the global gradient norm to this value (0: off).")
     amp: str = _f("auto", "Mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off.")
-    compile: bool = _f(False, "torch.compile the training step's model in place (checkpoints, exports and resume "
-                       "are unchanged; needs a C++ compiler on CPU). The first step compiles: ~45 s for the "
-                       "small-input ResNet-18 on 2 CPU cores, whose steps then run ~5% faster. For long runs.")
+    compile: bool = _f(False, "torch.compile the training step's model in place (checkpoints and exports are "
+                       "unchanged; needs a C++ compiler on CPU). The first step of each run (each fine-tuning "
+                       "sub-run) compiles: ~45 s for the small-input ResNet-18 on 2 CPU cores. Compiled code rounds "
+                       "differently and, for MAE/DAE masks and noise, draws different random numbers than eager "
+                       "code: resume a run with the setting it started with.")
     # fine-tuning (vissl-lite finetune; the classifier method)
     drop_path: float = _f(0.0, "Stochastic depth rate of the backbone (timm drop_path_rate; ViT fine-tuning uses 0.1).")
     layer_decay: float | None = _f(None, "Layer-wise lr decay for ViT fine-tuning (timm): block i of L gets lr * "

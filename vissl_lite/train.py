@@ -290,7 +290,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
         scaler.load_state_dict(scaler_state)
     if cfg.compile:
         # in place: __call__ is compiled, the parameters and state-dict keys stay the model's own, so
-        # checkpoints, resume and export do not change; the first step (and a first eval pass) compiles
+        # checkpoints, resume and export do not change; the first step compiles. Evaluation goes through
+        # model.embed / model.logits, which stay eager
         train_model.compile()
         if main:
             print(f"  {desc}: --compile on; the first step compiles the model and takes longer")

@@ -216,7 +216,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
 
 def _identity(cfg: RunConfig) -> dict:
     """The settings that make a sub-run what it is (what --resume compares)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress", "resume", "device")}
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress", "resume", "device", "compile")}
 
 
 def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
