@@ -48,6 +48,11 @@ def is_vit_name(name: str) -> bool:
     return timm.models.model_entrypoint(name).__module__.endswith(("vision_transformer", "deit"))
 
 
+def is_resnet_name(name: str) -> bool:
+    """Whether timm model ``name`` is built by timm's ResNet module (the models the small-input stem applies to)."""
+    return timm.models.model_entrypoint(name).__module__.endswith(".resnet")
+
+
 def check_backbone_name(name: str) -> None:
     """Raise with the closest timm names when ``name`` is not a timm model."""
     if not timm.is_model(name):

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Pretrain a backbone with a self-supervised method. With no arguments: the "
                          "quickstart recipe on the built-in data, ending with the linear probe of the SSL backbone "
                          "and of a random-init backbone.",
-                         epilog=EPILOG_PRETRAIN.format(recipes=", ".join(list_recipes())),
+                         epilog=EPILOG_PRETRAIN.format(recipes=", ".join(r for r in list_recipes() if r != "finetune")),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     pre.add_argument("--config", default=None, help=_PRETRAIN_ONLY_HELP["config"])
     _add_config_flags(pre)

@@ -104,7 +104,8 @@ class RunConfig:
                        "differently and, for MAE/DAE masks and noise, draws different random numbers than eager "
                        "code: resume a run with the setting it started with.")
     # fine-tuning (vissl-lite finetune; the classifier method)
-    drop_path: float = _f(0.0, "Stochastic depth rate of the backbone (timm drop_path_rate; ViT fine-tuning uses 0.1).")
+    drop_path: float = _f(0.0, "Stochastic depth rate of the backbone (timm drop_path_rate; off by default, e.g. "
+                               "0.1 for ViT fine-tuning).")
     layer_decay: float | None = _f(None, "Layer-wise lr decay for ViT fine-tuning (timm): block i of L gets lr * "
                                    "decay^(L - i). Default: 0.75 for ViTs in 'finetune', off (1.0) otherwise.")
     min_steps: int = _f(0, "Train at least this many steps, adding epochs when the (low-label) train set is small.")

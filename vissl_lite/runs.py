@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch import nn
 
@@ -204,7 +203,7 @@ def environment() -> dict:
 def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
     """The ``timm.create_model`` keyword arguments that rebuild this run's backbone, or None when timm cannot
     express it (the small-input ResNet stem)."""
-    from vissl_lite.backbones import is_vit_name
+    from vissl_lite.backbones import is_resnet_name, is_vit_name
 
     small = cfg.image_size <= 64 if cfg.small_input is None else cfg.small_input
     kwargs: dict = {"in_chans": in_chans}
@@ -212,7 +211,7 @@ def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
         if small or cfg.patch_size:
             kwargs["patch_size"] = cfg.patch_size or 4
         kwargs["img_size"] = cfg.image_size
-    elif small and timm.models.model_entrypoint(cfg.backbone).__module__.endswith(".resnet"):
+    elif small and is_resnet_name(cfg.backbone):
         return None  # only ResNets get the small-input stem, which timm.create_model cannot build
     return kwargs
 
