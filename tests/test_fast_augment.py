@@ -172,6 +172,64 @@ def test_resized_crop_matmul_path_matches_the_loop():
     assert torch.equal(resized_crop(x[:1], boxes[:1], 48)[0], x[0])  # the whole image at its own size: unchanged
 
 
+@pytest.mark.parametrize("size", [24, LOOP_ABOVE + 8])
+def test_resized_crop_of_uint8_is_the_crop_of_the_converted_batch(size):
+    """uint8 input gives float in [0, 1] on both paths; the per-image path converts crop by crop."""
+    x8 = (images(10, side=size + 12) * 255).round().to(torch.uint8)
+    torch.manual_seed(4)
+    params = ResizedCropFlip(size, p_flip=0.5, p_vflip=0.5).sample(x8.shape, "cpu")
+    out = resized_crop(x8, params["boxes"], size, params["flip"], params["vflip"])
+    expected = resized_crop(x8.float() / 255, params["boxes"], size, params["flip"], params["vflip"])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_blur_of_the_picked_subset_equals_the_whole_batch_convolution():
+    """On CPU only the picked images are convolved; the result is the batched convolution with identity kernels
+    for the rest."""
+    x = images(40, side=20)
+    blur = RandomGaussianBlur(5, (0.1, 2.0), p=0.5)
+    torch.manual_seed(6)
+    out = blur(x)
+    torch.manual_seed(6)
+    k, picked = blur.kernels(len(x), "cpu")
+    torch.testing.assert_close(out, blur.blur(x, k), atol=1e-6, rtol=0)
+    assert 0 < picked.sum() < len(x)
+    assert torch.equal(out[~picked], x[~picked])
+    torch.manual_seed(0)
+    none = RandomGaussianBlur(5, p=1e-9)(x)  # nothing picked: an unchanged copy
+    assert torch.equal(none, x) and none.data_ptr() != x.data_ptr()
+
+
+def test_large_cpu_views_are_made_in_chunks_with_the_same_result(monkeypatch):
+    """Above CHUNK_BYTES a CPU view is made a few images at a time: for a deterministic pipeline the chunks put
+    together are the whole-batch view, and a random one still draws per image (seeded runs repeat)."""
+    from vissl_lite.augment import views as V
+
+    x = images(10, side=20)
+    whole = V.SimCLRViews(20, p_blur=0.0)
+    made = []
+
+    def make(t):
+        made.append(len(t))
+        return t * 0.5 + 0.1  # fresh, as the pipelines' outputs are
+
+    expected = whole.normalize(x * 0.5 + 0.1)
+    monkeypatch.setattr(V, "CHUNK_BYTES", 4 * 3 * 20 * 20 * 3)  # three images per chunk
+    torch.testing.assert_close(whole.view(x, make, 20), expected, atol=1e-6, rtol=0)
+    assert made == [3, 3, 3, 1]
+    aug = V.SimCLRViews(16)
+    x8 = (images(10, side=24) * 255).round().to(torch.uint8)
+    torch.manual_seed(7)
+    a = aug(x8)
+    torch.manual_seed(7)
+    b = aug(x8)
+    assert all(torch.equal(u, w) for u, w in zip(a, b))
+    assert a[0].shape == (10, 3, 16, 16) and not torch.equal(a[0], a[1])
+    levels = a[0] * whole.std + whole.mean  # back in [0, 1]: the finished views sit on 8-bit levels
+    torch.testing.assert_close(levels * 255, (levels * 255).round(), atol=1e-3, rtol=0)
+
+
 def test_crop_boxes_follow_scale_and_ratio():
     torch.manual_seed(0)
     crop = ResizedCropFlip(32, scale=(0.2, 0.6), ratio=(0.5, 2.0), p_flip=0.3)

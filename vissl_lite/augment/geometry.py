@@ -16,7 +16,9 @@ kornia's ``RandomResizedCrop`` parameter generator (torchvision's rejection samp
 so their distribution is kornia's.
 
 On CPU, outputs larger than ``LOOP_ABOVE`` pixels are resized one image at a time with ``F.interpolate`` (the same
-weights): at 224 px the dense products spend most of their work on zero weights.
+weights): at 224 px the dense products spend most of their work on zero weights. That path takes uint8 batches as
+they are and converts each crop, not the whole source batch: at 224 px a fresh full-size float tensor costs more in
+page faults than the arithmetic on it, and the flips are applied to each resized crop before it is stored.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Te
                  vflip: torch.Tensor | None = None) -> torch.Tensor:
     """Crop ``boxes`` (B, 4) as (x0, y0, w, h) in pixels out of ``x`` (B, C, H, W), resize each to ``size``,
     mirror left-right the images where ``flip`` (B,) bool is set and upside down where ``vflip`` is. Returns
-    (B, C, size, size)."""
+    (B, C, size, size); a uint8 ``x`` (0..255) gives float in [0, 1], a float ``x`` its own dtype."""
     _, _, height, width = x.shape
-    if x.device.type == "cpu" and size > LOOP_ABOVE:
+    if crops_one_by_one(x.device, size):
         return _resized_crop_loop(x, boxes, size, flip, vflip)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
     boxes = boxes.to(x.device, torch.float32)
     wy = resize_weights(boxes[:, 1], boxes[:, 3], height, size)  # (B, S, H)
     wx = resize_weights(boxes[:, 0], boxes[:, 2], width, size)  # (B, S, W)
@@ -70,16 +74,29 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Te
     return out_t.view(b, c, size, size).transpose(2, 3).contiguous()  # (B, C, S, S)
 
 
+def crops_one_by_one(device: torch.device, size: int) -> bool:
+    """Whether :func:`resized_crop` resizes image by image (CPU, outputs above ``LOOP_ABOVE``); that path converts
+    uint8 crop by crop, so callers should hand it uint8 batches unconverted."""
+    return device.type == "cpu" and size > LOOP_ABOVE
+
+
 def _resized_crop_loop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None,
                        vflip: torch.Tensor | None = None) -> torch.Tensor:
-    out = x.new_empty(x.shape[0], x.shape[1], size, size)
+    dtype = torch.float32 if x.dtype == torch.uint8 else x.dtype
+    out = torch.empty(x.shape[0], x.shape[1], size, size, dtype=dtype, device=x.device)
+    n = x.shape[0]
+    flips = flip.tolist() if flip is not None else [False] * n  # CPU tensors: no device sync
+    vflips = vflip.tolist() if vflip is not None else [False] * n
     for i, (x0, y0, w, h) in enumerate(boxes.long().tolist()):
-        out[i] = F.interpolate(x[i:i + 1, :, y0:y0 + h, x0:x0 + w], size=(size, size), mode="bilinear",
-                               align_corners=False, antialias=True)[0]
-    if flip is not None:
-        out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
-    if vflip is not None:
-        out = torch.where(vflip.view(-1, 1, 1, 1), out.flip(2), out)
+        crop = x[i:i + 1, :, y0:y0 + h, x0:x0 + w]
+        if x.dtype == torch.uint8:
+            crop = crop.float().div_(255)  # one crop at a time: a small temporary, reused by the allocator
+        r = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+        if flips[i]:
+            r = r.flip(2)
+        if vflips[i]:
+            r = r.flip(1)
+        out[i] = r
     return out
 
 
@@ -107,7 +124,7 @@ class ResizedCropFlip(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float -> (B, C, size, size)."""
+        """(B, C, H, W) float, or uint8 (0..255) -> (B, C, size, size) float in [0, 1]."""
         params = self.sample(x.shape, x.device)
         return resized_crop(x, params["boxes"], self.size, params["flip"], params["vflip"])
 

@@ -173,8 +173,8 @@ class MedicalViews(_Views):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.to_float(x)
-        return [self.normalize(self.one_view(x)) for _ in range(self.n_views)]
+        x = self.to_crop_input(x, self.geometry.size)  # one_view starts with the crop: its output is fresh
+        return [self.view(x, self.one_view, self.geometry.size) for _ in range(self.n_views)]
 
 
 class RadiologyViews(MedicalViews):

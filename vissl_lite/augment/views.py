@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from vissl_lite.augment.colour import ColorJitter, RandomGaussianBlur, RandomGrayscale
-from vissl_lite.augment.geometry import ResizedCropFlip
+from vissl_lite.augment.geometry import ResizedCropFlip, crops_one_by_one
+
+# On CPU a view goes through its pipeline a chunk of images at a time when the whole batch would be larger than
+# this. At 224 px one float temporary of a 64-image batch is 38 MB, above glibc's largest mmap threshold (32 MB),
+# so every one of the pipeline's temporaries was mapped fresh and page-faulted in, which cost more than the
+# arithmetic on it; chunk-sized temporaries are reused from the heap.
+CHUNK_BYTES = 8 << 20
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,13 +60,41 @@ class _Views(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+    def check(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"expected a batch (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        return x
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.check(x)
         return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+    def to_crop_input(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """The input of a pipeline that starts with :class:`ResizedCropFlip`: uint8 stays uint8 where the crop
+        converts crop by crop (CPU, large outputs; the batch is converted once per view there, in pieces),
+        otherwise the batch is converted once for all views."""
+        if x.dtype == torch.uint8 and crops_one_by_one(x.device, size):
+            return self.check(x)
+        return self.to_float(x)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalize` in place, for the pipelines' own fresh outputs (no full-size temporaries)."""
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+    def view(self, x: torch.Tensor, make, size: int) -> torch.Tensor:
+        """One normalised view ``make(x)`` of size ``size`` (``make`` must return a fresh tensor): whole-batch on a
+        GPU, in chunks of images on CPU when the batch's view exceeds ``CHUNK_BYTES`` (see there)."""
+        b = x.shape[0]
+        chunk = max(1, CHUNK_BYTES // (4 * self.channels * size * size))
+        if x.device.type != "cpu" or chunk >= b:
+            return self.normalize_(make(x))
+        out = torch.empty(b, self.channels, size, size)
+        for i in range(0, b, chunk):
+            out[i:i + chunk] = self.normalize_(make(x[i:i + chunk]))
+        return out
 
 
 class SimCLRViews(_Views):
@@ -87,7 +121,7 @@ class SimCLRViews(_Views):
                  p_blur: float = 0.5, p_flip: float = 0.5, n_views: int = 2, quantize: bool = True):
         mean, std = default_stats(channels, mean, std)
         super().__init__(channels, mean, std)
-        self.n_views = n_views
+        self.size, self.n_views = size, n_views
         s = strength
         colour = channels == 3
         kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, ~10% of the side
@@ -104,8 +138,8 @@ class SimCLRViews(_Views):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.to_float(x)  # (B, C, H, W) in [0, 1]
-        return [self.normalize(self.pipeline(x)) for _ in range(self.n_views)]
+        x = self.to_crop_input(x, self.size)  # (B, C, H, W) in [0, 1], or uint8 for the crop to convert
+        return [self.view(x, self.pipeline, self.size) for _ in range(self.n_views)]
 
 
 class CropFlipViews(_Views):
@@ -115,13 +149,14 @@ class CropFlipViews(_Views):
                  ratio: tuple = (3 / 4, 4 / 3), p_flip: float = 0.5, n_views: int = 1):
         mean, std = default_stats(channels, mean, std)
         super().__init__(channels, mean, std)
-        self.n_views = n_views
+        self.size, self.n_views = size, n_views
         self.pipeline = nn.Sequential(ResizedCropFlip(size, scale, ratio, p_flip))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.to_float(x)
-        return [self.normalize(self.pipeline(x)) for _ in range(self.n_views)]
+        x = self.to_crop_input(x, self.size)
+        # one step that writes its output image by image: chunks would only add a copy
+        return [self.normalize_(self.pipeline(x)) for _ in range(self.n_views)]
 
 
 class EvalView(_Views):
