@@ -164,7 +164,7 @@ class RandomGaussianBlur(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> same shape, a new tensor."""
+        """(B, C, H, W) -> same shape; a new tensor unless the blur is off (p 0 or kernel 1)."""
         if self.p <= 0 or self.kernel == 1:
             return x
         k, picked = self.kernels(x.shape[0], x.device)
