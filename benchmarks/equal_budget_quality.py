@@ -67,15 +67,19 @@ class Backbone(torch.nn.Module):
         return self.backbone(x)
 
 
-def train_for(budget_s: float, batches, make_views, model, optimizer, base_lr: float, channels_last: bool) -> dict:
+def train_for(budget_s: float, batches, make_views, model, optimizer, base_lr: float, channels_last: bool,
+              max_steps: int = 0) -> dict:
     """Step until the budget is spent; returns steps and images seen. The clock starts at the first step (after
-    model and loader setup, which both sides pay outside the budget) and includes data waits."""
+    model and loader setup, which both sides pay outside the budget) and includes data waits. With ``max_steps``
+    the budget is that many steps instead (the schedule follows the fraction of steps; the machine's speed no
+    longer matters)."""
     model.train()
     steps, loss = 0, float("nan")
     t0 = time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < budget_s:
+    while ((steps < max_steps) if max_steps else (elapsed := time.perf_counter() - t0) < budget_s):
+        frac = steps / max_steps if max_steps else elapsed / budget_s
         for group in optimizer.param_groups:
-            group["lr"] = lr_at_fraction(elapsed / budget_s, base_lr)
+            group["lr"] = lr_at_fraction(frac, base_lr)
         x, _ = next(batches)
         views = make_views(x)
         if channels_last:
@@ -93,7 +97,8 @@ def train_for(budget_s: float, batches, make_views, model, optimizer, base_lr: f
             "final_loss": round(float(out["loss"].detach()), 4)}
 
 
-def run_side(side: str, cfg, train_set, eval_splits, budget_s: float, workers: int, device) -> dict:
+def run_side(side: str, cfg, train_set, eval_splits, budget_s: float, workers: int, device,
+             max_steps: int = 0) -> dict:
     channels = train_set.channels
     mean, std = default_stats(channels)
     torch.manual_seed(cfg.seed)
@@ -117,7 +122,7 @@ def run_side(side: str, cfg, train_set, eval_splits, budget_s: float, workers: i
         make_views, channels_last = (lambda views: views), False
     optimizer = build_optimizer(model, cfg)
     next(batches)  # start the workers outside the budget (ours has nothing to start)
-    train = train_for(budget_s, batches, make_views, model, optimizer, cfg.lr, channels_last)
+    train = train_for(budget_s, batches, make_views, model, optimizer, cfg.lr, channels_last, max_steps)
     train["images_per_s"] = round(train["steps"] * cfg.batch_size / train["seconds"], 1)
     model.backbone.to(memory_format=torch.contiguous_format)
     ev = run_evaluations(Backbone(model.backbone), cfg, device, baseline=False, splits=eval_splits)
