@@ -59,6 +59,20 @@ def main() -> None:
             print(f"  probe top-1 {r['linear_probe_top1']:.2f}, AUROC {r['linear_probe_auroc']:.2f}, "
                   f"kNN {r['knn_top1']:.2f} ({r['train']['seconds']:.0f} s)", flush=True)
         runs.append(row)
+        summary, deltas, path = summarise(runs, budgets, args, env, device, t0)
+    print(f"\n{'steps':>6} " + " ".join(f"{k:>31}" for k in KEYS))
+    for n in budgets:
+        print(f"{n:>6} " + " ".join(f"{summary[str(n)][k]:>31.2f}" for k in KEYS))
+    for n, dk in deltas.items():
+        for k, d in dk.items():
+            se = "" if d["sem"] is None else f" ± {d['sem']:.2f}"
+            print(f"{n} - {budgets[0]} steps, {k}: {d['mean']:+.2f}{se} ({d['seeds']} seeds)")
+    print(f"written to {path}")
+
+
+def summarise(runs: list, budgets: list, args, env: dict, device, t0: float) -> tuple[dict, dict, Path]:
+    """Means per step count and paired deltas against the first; writes the JSON (after every seed, so a stopped
+    run keeps what it finished)."""
     summary = {str(n): {k: statistics.mean(r[str(n)][k] for r in runs) for k in KEYS} for n in budgets}
     deltas = {}
     for n in budgets[1:]:
@@ -73,14 +87,7 @@ def main() -> None:
                       "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs, "summary": summary, "paired_deltas_vs_first": deltas, "wall_s": round(time.time() - t0, 1)}
     path = write_result(f"step_count_quality_{device.type}.json", out)
-    print(f"\n{'steps':>6} " + " ".join(f"{k:>31}" for k in KEYS))
-    for n in budgets:
-        print(f"{n:>6} " + " ".join(f"{summary[str(n)][k]:>31.2f}" for k in KEYS))
-    for n, dk in deltas.items():
-        for k, d in dk.items():
-            se = "" if d["sem"] is None else f" ± {d['sem']:.2f}"
-            print(f"{n} - {budgets[0]} steps, {k}: {d['mean']:+.2f}{se} ({d['seeds']} seeds)")
-    print(f"written to {path}")
+    return summary, deltas, path
 
 
 if __name__ == "__main__":
