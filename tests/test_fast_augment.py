@@ -230,6 +230,32 @@ def test_large_cpu_views_are_made_in_chunks_with_the_same_result(monkeypatch):
     torch.testing.assert_close(levels * 255, (levels * 255).round(), atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("name,channels", [("simclr", 3), ("crop_flip", 3), ("radiology", 1), ("pathology", 3)])
+def test_large_uint8_views_on_cpu_equal_the_views_of_the_float_batch(monkeypatch, name, channels):
+    """Above LOOP_ABOVE on CPU a uint8 batch is cropped as uint8 and converted crop by crop, and (except crop_flip,
+    a single step) the pipeline runs in chunks: the views equal those of the batch converted to float first, for
+    the same seed, and the input is left as it was."""
+    from vissl_lite.augment import views as V
+
+    size = LOOP_ABOVE + 8
+    x8 = (images(6, channels=channels, side=size + 10) * 255).round().to(torch.uint8)
+    before = x8.clone()
+    monkeypatch.setattr(V, "CHUNK_BYTES", 4 * channels * size * size * 2)  # two images per chunk
+    aug = build_augment(name, size, channels, n_views=2)
+    seen = []
+    first = aug.geometry if hasattr(aug, "geometry") else aug.pipeline[0]
+    first.register_forward_pre_hook(lambda module, args: seen.append((args[0].dtype, len(args[0]))))
+    torch.manual_seed(8)
+    got = aug(x8)
+    assert torch.equal(x8, before)
+    assert {d for d, _ in seen} == {torch.uint8}
+    assert [n for _, n in seen] == ([6, 6] if name == "crop_flip" else [2, 2, 2] * 2)
+    torch.manual_seed(8)
+    expected = aug(x8.float() / 255)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
+
+
 def test_crop_boxes_follow_scale_and_ratio():
     torch.manual_seed(0)
     crop = ResizedCropFlip(32, scale=(0.2, 0.6), ratio=(0.5, 2.0), p_flip=0.3)

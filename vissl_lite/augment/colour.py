@@ -143,8 +143,10 @@ class RandomGaussianBlur(nn.Module):
     ``kernel`` x ``kernel`` window and reflected borders, as torchvision's ``GaussianBlur``.
 
     Separable and batched: each image's 1-D kernel is one group of a depthwise convolution over the whole batch.
-    Images not picked get the kernel (0, ..., 1, ..., 0), which leaves them exactly unchanged. On CPU only the
-    picked images are convolved (half the work at p=0.5); on a GPU that subset would need a host sync to size.
+    Images not picked are returned exactly unchanged. On CPU only the picked images are convolved (half the work
+    at p=0.5). On a GPU, where sizing that subset would need a host sync, the whole batch is convolved, the images
+    not picked with the kernel (0, ..., 1, ..., 0), and then put back from the input (a TF32 convolution would
+    round them).
     """
 
     def __init__(self, kernel: int, sigma: tuple = (0.1, 2.0), p: float = 0.5):
@@ -169,7 +171,7 @@ class RandomGaussianBlur(nn.Module):
             return x
         k, picked = self.kernels(x.shape[0], x.device)
         if x.device.type != "cpu":
-            return self.blur(x, k)
+            return torch.where(picked.view(-1, 1, 1, 1), self.blur(x, k), x)
         idx = picked.nonzero()[:, 0]
         out = x.clone()
         if len(idx):

@@ -124,7 +124,7 @@ class ResizedCropFlip(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float, or uint8 (0..255) -> (B, C, size, size) float in [0, 1]."""
+        """(B, C, H, W) float -> (B, C, size, size) of its dtype; uint8 (0..255) -> float32 in [0, 1]."""
         params = self.sample(x.shape, x.device)
         return resized_crop(x, params["boxes"], self.size, params["flip"], params["vflip"])
 

@@ -91,9 +91,12 @@ class _Views(nn.Module):
         chunk = max(1, CHUNK_BYTES // (4 * self.channels * size * size))
         if x.device.type != "cpu" or chunk >= b:
             return self.normalize_(make(x))
-        out = torch.empty(b, self.channels, size, size)
+        out = None
         for i in range(0, b, chunk):
-            out[i:i + chunk] = self.normalize_(make(x[i:i + chunk]))
+            y = self.normalize_(make(x[i:i + chunk]))
+            if out is None:  # the pipeline's own dtype and shape, as the whole-batch branch returns
+                out = y.new_empty((b, *y.shape[1:]))
+            out[i:i + chunk] = y
         return out
 
 
@@ -110,7 +113,8 @@ class SimCLRViews(_Views):
     brightness, contrast and saturation blended with the grayscale image), the jitter behind the published SimCLR
     numbers in the torchvision-based reproductions (and in lightly and solo-learn), not kornia's ColorJiggle. One
     difference from torchvision is left: one order of the four colour steps is drawn per batch, as kornia does,
-    not per image.
+    not per image (per chunk of images on CPU at large sizes, see :meth:`_Views.view`; so on CPU the views a seed
+    gives there depend on the batch size).
 
     One-channel input stays one channel: hue and saturation jitter and grayscale are dropped (they need colour).
     With ``quantize`` (default) the finished view is rounded to 8-bit levels (:class:`RoundTo8Bit`).
