@@ -12,7 +12,8 @@ import torchvision.transforms.v2.functional as TF
 
 from vissl_lite.augment import build_augment
 from vissl_lite.augment.colour import ColorJitter, RandomGaussianBlur, RandomGrayscale, adjust_hue_, grayscale
-from vissl_lite.augment.geometry import LOOP_ABOVE, ResizedCropFlip, resized_crop
+from vissl_lite.augment.geometry import LOOP_ABOVE, RandomAffine, ResizedCropFlip, affine_warp, resized_crop
+from vissl_lite.augment.medical import gaussian_noise
 
 FACTOR_KEYS = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
 
@@ -125,6 +126,60 @@ def test_blur_matches_kornia_for_the_same_sigma(kernel):
     assert same.any() and not same.all()  # the images not picked are exactly unchanged
     with pytest.raises(ValueError, match="odd"):
         RandomGaussianBlur(4)
+
+
+@pytest.mark.parametrize("shape", [(6, 2, 20, 20), (6, 3, 17, 29)])
+@pytest.mark.parametrize("padding", ["reflection", "zeros"])
+def test_affine_warp_matches_kornia_for_the_same_draw(shape, padding):
+    """kornia's RandomAffine (with align_corners=True, the convention in which its pixel matrix and the sampling
+    grid agree), given its own draw of angle, shift and zoom, on square and non-square images."""
+    torch.manual_seed(3)
+    x = torch.rand(shape)
+    kornia = K.RandomAffine(degrees=40, translate=(0.1, 0.1), scale=(0.8, 1.2), padding_mode=padding,
+                            align_corners=True, p=1.0)
+    params = kornia.forward_parameters(x.shape)
+    out = affine_warp(x, params["angle"], params["translations"], params["scale"][:, 0], padding)
+    torch.testing.assert_close(out, kornia(x, params=params), atol=2e-5, rtol=0)
+
+
+def test_affine_warp_is_exact_for_quarter_turns_and_whole_pixel_shifts():
+    x = images(6, side=12)
+    ones = torch.ones(6)
+    quarter = affine_warp(x, 90 * ones, torch.zeros(6, 2), ones)  # clockwise as displayed
+    torch.testing.assert_close(quarter, torch.rot90(x, -1, dims=(2, 3)), atol=1e-5, rtol=0)
+    shifted = affine_warp(x, 0 * ones, torch.tensor([[3.0, -2.0]]).expand(6, 2), ones, padding="zeros")
+    torch.testing.assert_close(shifted[:, :, :-2, 3:], x[:, :, 2:, :-3], atol=1e-5, rtol=0)
+    assert shifted[:, :, :, :3].abs().max() == 0 and shifted[:, :, -2:].abs().max() == 0
+
+
+def test_random_affine_draws_in_its_ranges_and_leaves_the_others_unchanged():
+    aug = RandomAffine(degrees=10, translate=0.05, scale=(0.9, 1.1), p=0.5)
+    torch.manual_seed(0)
+    prm = aug.sample((4000, 1, 40, 80), "cpu")
+    assert prm["angle"].abs().max() <= 10 and abs(prm["angle"].mean()) < 0.3 and prm["angle"].std() > 5.5
+    assert prm["translate"][:, 0].abs().max() <= 4 and prm["translate"][:, 1].abs().max() <= 2  # 5% of 80 and 40
+    assert prm["translate"][:, 0].abs().max() > 3.9 and prm["translate"][:, 1].abs().max() > 1.9
+    assert 0.9 <= prm["scale"].min() and prm["scale"].max() <= 1.1 and abs(prm["scale"].mean() - 1) < 0.005
+    assert abs(prm["picked"].float().mean() - 0.5) < 0.03
+    x = images(64, side=20)
+    torch.manual_seed(1)
+    out = aug(x)
+    same = (out == x).flatten(1).all(1)
+    assert 16 < same.sum() < 48  # about half warped; the others exactly unchanged
+    with pytest.raises(ValueError, match="padding"):
+        RandomAffine(padding="wrap")
+
+
+def test_noise_is_drawn_for_the_picked_images_only_with_per_image_strength():
+    x = torch.full((400, 1, 32, 32), 0.5)
+    torch.manual_seed(0)
+    out = gaussian_noise(x, std=0.1, p=0.3)
+    noise_std = (out - x).flatten(1).std(1)
+    picked = noise_std > 0
+    assert abs(picked.float().mean() - 0.3) < 0.07 and torch.equal(out[~picked], x[~picked])
+    # s ~ U(0, 0.1) per image: the picked images' noise levels spread over that range
+    assert noise_std.max() < 0.105 and noise_std[picked].min() < 0.02 and noise_std.max() > 0.09
+    assert abs(noise_std[picked].mean() - 0.05) < 0.01
 
 
 @pytest.mark.parametrize("size,side", [(16, 16), (16, 40), (LOOP_ABOVE + 8, LOOP_ABOVE + 20)])

@@ -7,7 +7,9 @@ Photo recipes (SimCLR's) assume that colour and left-right orientation carry no 
 assumptions in modality-specific ways, so each preset keeps the transformations that leave the diagnosis unchanged
 and drops the rest. The intensity operations are written here as batched tensor maths (one random factor per image,
 no per-sample Python). The crop and flips are the batched ``ResizedCropFlip`` the photo recipes use (kornia's crop
-resized each image in a Python loop); the affine and elastic warps and the blur are kornia's batched modules.
+resized each image in a Python loop); the affine warp and the blur are this package's batched ``RandomAffine`` and
+``RandomGaussianBlur``, which draw as kornia's modules do and give the same output for the same draw (tested) at a
+third of their time on CPU; the elastic warp is kornia's.
 
 ``n_views=None`` (the default) makes as many views as the method needs (2 for SimCLR, 1 for MAE and DAE).
 """
@@ -20,7 +22,8 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
-from vissl_lite.augment.geometry import ResizedCropFlip
+from vissl_lite.augment.colour import RandomGaussianBlur
+from vissl_lite.augment.geometry import RandomAffine, ResizedCropFlip
 from vissl_lite.augment.views import _Views, default_stats
 
 # Ruifrok & Johnston (2001) stain vectors (optical density of haematoxylin, eosin and DAB per RGB channel), as
@@ -85,8 +88,15 @@ def window_jitter(x: torch.Tensor, amount: float, p: float) -> torch.Tensor:
 def gaussian_noise(x: torch.Tensor, std: float, p: float) -> torch.Tensor:
     """Additive N(0, s^2) noise with s uniform in [0, std] per image (detector noise varies by dose)."""
     b = x.shape[0]
-    s = torch.where(_chosen(b, p, x.device), _uniform(b, 0.0, std, x.device), 0.0)
-    return (x + torch.randn_like(x) * s).clamp_(0, 1)
+    picked = _chosen(b, p, x.device)
+    s = torch.where(picked, _uniform(b, 0.0, std, x.device), 0.0)
+    if x.device.type != "cpu":  # sizing the picked subset would be a host sync
+        return (x + torch.randn_like(x) * s).clamp_(0, 1)
+    idx = picked.view(-1).nonzero()[:, 0]  # on CPU, draw noise for the picked images only
+    out = x.clamp(0, 1)
+    if len(idx):
+        out[idx] = (x[idx] + torch.randn_like(x[idx]) * s[idx]).clamp_(0, 1)
+    return out
 
 
 def hed_jitter(x: torch.Tensor, sigma: float, p: float) -> torch.Tensor:
@@ -142,8 +152,7 @@ class MedicalViews(_Views):
         self.geometry = ResizedCropFlip(size, scale, ratio, p_flip=p_hflip, p_vflip=p_vflip)
         late = []
         if p_affine:
-            late.append(K.RandomAffine(degrees=degrees, translate=(translate, translate),
-                                       scale=tuple(affine_scale), padding_mode=affine_padding, p=p_affine))
+            late.append(RandomAffine(degrees, translate, tuple(affine_scale), affine_padding, p=p_affine))
         if p_elastic:  # kornia's elastic field; sigma ~ 1/8 of the side keeps the warp smooth and anatomical
             sigma = max(2.0, size / 8)
             kernel = int(2 * round(3 * sigma) + 1)
@@ -151,7 +160,7 @@ class MedicalViews(_Views):
                                                  alpha=(elastic_alpha, elastic_alpha), p=p_elastic))
         self.warp = nn.Sequential(*late)
         kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
-        self.blur = K.RandomGaussianBlur((kernel, kernel), (0.1, 1.0), p=p_blur) if p_blur else nn.Identity()
+        self.blur = RandomGaussianBlur(kernel, (0.1, 1.0), p=p_blur) if p_blur else nn.Identity()
 
     def one_view(self, x: torch.Tensor) -> torch.Tensor:
         x = self.geometry(x)
