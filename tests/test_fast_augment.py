@@ -166,8 +166,23 @@ def test_random_affine_draws_in_its_ranges_and_leaves_the_others_unchanged():
     out = aug(x)
     same = (out == x).flatten(1).all(1)
     assert 16 < same.sum() < 48  # about half warped; the others exactly unchanged
+    # the GPU branch (warp all, put the others back) gives what the CPU branch (warp the picked only) gives
+    torch.manual_seed(2)
+    prm = aug.sample(x.shape, "cpu")
+    torch.testing.assert_close(aug.warp(x, prm, subset=False), aug.warp(x, prm, subset=True), atol=1e-6, rtol=0)
+    assert torch.equal(aug.warp(x, prm, subset=False)[~prm["picked"]], x[~prm["picked"]])
     with pytest.raises(ValueError, match="padding"):
         RandomAffine(padding="wrap")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_affine_warp_keeps_the_dtype_and_is_accurate_in_half_precision(dtype):
+    ramp = torch.linspace(0, 1, 224).expand(2, 1, 224, 224).contiguous()
+    angle, zoom = torch.tensor([0.0, 7.0]), torch.tensor([1.0, 1.05])
+    expected = affine_warp(ramp, angle, torch.zeros(2, 2), zoom)
+    out = affine_warp(ramp.to(dtype), angle, torch.zeros(2, 2), zoom)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=0.01, rtol=0)
 
 
 def test_noise_is_drawn_for_the_picked_images_only_with_per_image_strength():
@@ -180,6 +195,10 @@ def test_noise_is_drawn_for_the_picked_images_only_with_per_image_strength():
     # s ~ U(0, 0.1) per image: the picked images' noise levels spread over that range
     assert noise_std.max() < 0.105 and noise_std[picked].min() < 0.02 and noise_std.max() > 0.09
     assert abs(noise_std[picked].mean() - 0.05) < 0.01
+    edges = torch.tensor([0.0, 1.0]).repeat(200).view(400, 1, 1, 1).expand(400, 1, 8, 8)
+    noisy = gaussian_noise(edges, std=0.5, p=0.5)
+    assert noisy.min() == 0 and noisy.max() == 1 and not torch.equal(noisy, edges)  # clipped to [0, 1]
+    assert gaussian_noise(x.bfloat16(), std=0.1, p=0.3).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("size,side", [(16, 16), (16, 40), (LOOP_ABOVE + 8, LOOP_ABOVE + 20)])

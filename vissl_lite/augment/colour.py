@@ -64,7 +64,7 @@ def adjust_hue_(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     # hue in sextants, torchvision's tie-breaking (red, then green, then blue holds the max); grey pixels get 0
     num = torch.where(hi == r, g - b, torch.where(hi == g, b - r + 2 * chroma, r - g + 4 * chroma))
     h6 = num.div_(torch.where(chroma > 0, chroma, 1.0)).add_(6.0 * turns)  # shifted hue, (B, 1, H, W)
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    offsets = torch.arange(5, 0, -2, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1; no host copy
     torch.remainder(h6 + offsets, 6.0, out=x)  # k, (B, 3, H, W)
     return x.sub_(2).abs_().neg_().add_(2).clamp_(0, 1).mul_(chroma).neg_().add_(hi)
 

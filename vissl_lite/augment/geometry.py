@@ -21,8 +21,10 @@ they are and converts each crop, not the whole source batch: at 224 px a fresh f
 page faults than the arithmetic on it, and the flips are applied to each resized crop before it is stored.
 
 :class:`RandomAffine` (rotation, shift and zoom about the centre) replaces kornia's module of the same name in the
-medical presets: the same draws, one ``affine_grid`` and one ``grid_sample`` on the picked images, and none of the
-per-call matrix bookkeeping that was half of kornia's time on CPU at 224 px.
+medical presets: draws from the same distribution, one ``affine_grid`` and one ``grid_sample`` on the picked
+images, and none of the per-call matrix bookkeeping that was half of kornia's time on CPU at 224 px. For a given
+draw its output is kornia's with ``align_corners=True``, the convention in which kornia's pixel matrix and its
+sampling grid agree (kornia's default, ``False``, zooms by an extra W / (W - 1) and reflects about the image edge).
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def affine_warp(x: torch.Tensor, angle: torch.Tensor, translate: torch.Tensor, s
     centres and ``"zeros"`` fills with 0 (``"border"`` repeats the edge).
     """
     b, _, h, w = x.shape
+    dtype = x.dtype
+    if dtype not in (torch.float32, torch.float64):
+        x = x.float()  # half-precision grids are too coarse for pixel positions (NaN and off-by-pixels in bf16)
     theta = torch.deg2rad(angle.to(torch.float32))
     cos, sin = torch.cos(theta), torch.sin(theta)
     inv_s = 1.0 / scale.to(torch.float32)
@@ -154,18 +159,19 @@ def affine_warp(x: torch.Tensor, angle: torch.Tensor, translate: torch.Tensor, s
     # transpose divided by the zoom, with the axes' different pixel scales (2 / (W - 1), 2 / (H - 1)) folded in
     kx, ky = (h - 1) / max(w - 1, 1), (w - 1) / max(h - 1, 1)
     a = torch.stack([torch.stack([cos, sin * kx], 1), torch.stack([-sin * ky, cos], 1)], 1) * inv_s.view(b, 1, 1)
-    t = translate.to(torch.float32) * torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=x.device)
+    t = translate.to(torch.float32)
+    t = torch.stack([t[:, 0] * (2.0 / max(w - 1, 1)), t[:, 1] * (2.0 / max(h - 1, 1))], 1)  # no host->device copy
     theta = torch.cat([a, -(a @ t.unsqueeze(2))], dim=2)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=True).to(dtype)
 
 
 class RandomAffine(nn.Module):
     """With probability ``p`` per image: a rotation by U(-degrees, degrees), a zoom by U(*scale) and a shift by
-    U(-translate, translate) of the width and of the height, about the centre (:func:`affine_warp`). The draws are
-    those of kornia's ``RandomAffine`` without shear; images not picked are returned exactly unchanged. On CPU
-    only the picked images are warped; on a GPU, where sizing that subset would need a host sync, all are and the
-    others are put back from the input."""
+    U(-translate, translate) of the width and of the height, about the centre (:func:`affine_warp`). The draws have
+    the distribution of kornia's ``RandomAffine`` without shear; images not picked are returned exactly unchanged.
+    On CPU only the picked images are warped; on a GPU, where sizing that subset would need a host sync, all are
+    and the others are put back from the input."""
 
     def __init__(self, degrees: float = 0.0, translate: float = 0.0, scale: tuple = (1.0, 1.0),
                  padding: str = "reflection", p: float = 0.5):
@@ -181,7 +187,8 @@ class RandomAffine(nn.Module):
         b, h, w = shape[0], shape[-2], shape[-1]
         angle = torch.empty(b, device=device).uniform_(-self.degrees, self.degrees)
         shift = torch.empty(b, 2, device=device).uniform_(-self.translate, self.translate)
-        shift *= torch.tensor([w, h], dtype=torch.float32, device=device)
+        shift[:, 0] *= w
+        shift[:, 1] *= h
         zoom = torch.empty(b, device=device).uniform_(*self.scale)
         return {"angle": angle, "translate": shift, "scale": zoom, "picked": torch.rand(b, device=device) < self.p}
 
@@ -190,9 +197,13 @@ class RandomAffine(nn.Module):
         """(B, C, H, W) float -> same shape; a new tensor unless p is 0."""
         if self.p <= 0:
             return x
-        prm = self.sample(x.shape, x.device)
+        return self.warp(x, self.sample(x.shape, x.device), subset=x.device.type == "cpu")
+
+    def warp(self, x: torch.Tensor, prm: dict, subset: bool) -> torch.Tensor:
+        """Apply the draw ``prm`` (from :meth:`sample`): only the picked images are warped when ``subset``, else all
+        of them and the others put back from ``x`` (no host sync). Both give the same output."""
         picked = prm["picked"]
-        if x.device.type != "cpu":
+        if not subset:
             warped = affine_warp(x, prm["angle"], prm["translate"], prm["scale"], self.padding)
             return torch.where(picked.view(-1, 1, 1, 1), warped, x)
         idx = picked.nonzero()[:, 0]

@@ -8,8 +8,9 @@ assumptions in modality-specific ways, so each preset keeps the transformations 
 and drops the rest. The intensity operations are written here as batched tensor maths (one random factor per image,
 no per-sample Python). The crop and flips are the batched ``ResizedCropFlip`` the photo recipes use (kornia's crop
 resized each image in a Python loop); the affine warp and the blur are this package's batched ``RandomAffine`` and
-``RandomGaussianBlur``, which draw as kornia's modules do and give the same output for the same draw (tested) at a
-third of their time on CPU; the elastic warp is kornia's.
+``RandomGaussianBlur``: their draws have the distribution of kornia's modules, for a given draw their outputs equal
+kornia's (the affine's with ``align_corners=True``; tested), and on CPU they warp and blur the picked images only.
+The elastic warp is kornia's.
 
 ``n_views=None`` (the default) makes as many views as the method needs (2 for SimCLR, 1 for MAE and DAE).
 """
@@ -89,7 +90,7 @@ def gaussian_noise(x: torch.Tensor, std: float, p: float) -> torch.Tensor:
     """Additive N(0, s^2) noise with s uniform in [0, std] per image (detector noise varies by dose)."""
     b = x.shape[0]
     picked = _chosen(b, p, x.device)
-    s = torch.where(picked, _uniform(b, 0.0, std, x.device), 0.0)
+    s = torch.where(picked, _uniform(b, 0.0, std, x.device), 0.0).to(x.dtype)
     if x.device.type != "cpu":  # sizing the picked subset would be a host sync
         return (x + torch.randn_like(x) * s).clamp_(0, 1)
     idx = picked.view(-1).nonzero()[:, 0]  # on CPU, draw noise for the picked images only
