@@ -72,6 +72,12 @@ def test_rot90_gives_each_of_the_four_rotations_uniformly():
     assert (which.sum(1) == 1).all()  # each output is exactly one rotation of the input
     counts = which.sum(0).float() / len(x)
     assert (counts - 0.25).abs().max() < 0.03  # 4000 draws: 3 standard errors is ~0.02
+    # the GPU branch (rotate the whole batch, pick per image with where) gives what the CPU branch gives
+    y = torch.rand(64, 3, 6, 6)
+    torch.manual_seed(1)
+    on_subsets = random_rot90(y, p=0.7, subset=True)
+    torch.manual_seed(1)
+    assert torch.equal(random_rot90(y, p=0.7, subset=False), on_subsets)
 
 
 def test_monotone_intensity_steps_keep_the_order_of_intensities():

@@ -17,6 +17,7 @@ The elastic warp is kornia's.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import kornia.augmentation as K
@@ -44,16 +45,33 @@ def _chosen(n: int, p: float, device) -> torch.Tensor:
     return (torch.rand(n, 1, 1, 1, device=device) < p)
 
 
-def random_rot90(x: torch.Tensor, p: float = 1.0) -> torch.Tensor:
-    """Rotate each image by a random multiple of 90 degrees (0 kept with prob. 1 - p + p/4). Needs square images."""
+def random_rot90(x: torch.Tensor, p: float = 1.0, subset: bool | None = None) -> torch.Tensor:
+    """Rotate each image by a random multiple of 90 degrees (0 kept with prob. 1 - p + p/4). Needs square images.
+
+    Three batched rotations, no per-sample loop. ``subset`` (default: on CPU) rotates only the images drawn for
+    each turn; otherwise (on a GPU, where sizing those subsets would be a host sync) each rotation is of the whole
+    batch and ``torch.where`` picks per image. Both give the same output."""
     b = x.shape[0]
     k = torch.randint(0, 4, (b,), device=x.device) * (torch.rand(b, device=x.device) < p)
+    if subset is None:
+        subset = x.device.type == "cpu"
+    if not subset:
+        out = x
+        for turns in (1, 2, 3):
+            out = torch.where((k == turns).view(b, 1, 1, 1), torch.rot90(x, turns, dims=(2, 3)), out)
+        return out
     out = x.clone()
-    for turns in (1, 2, 3):  # three batched rotations, no per-sample loop
+    for turns in (1, 2, 3):
         idx = (k == turns).nonzero().squeeze(1)
         if idx.numel():
             out[idx] = torch.rot90(x[idx], turns, dims=(2, 3))
     return out
+
+
+@functools.cache
+def _stain_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hed_from_rgb, rgb_from_hed) as float32 on ``device``, copied there once (each copy would be a host sync)."""
+    return _HED_FROM_RGB.to(device, torch.float32), _RGB_FROM_HED.to(device, torch.float32)
 
 
 def intensity_jitter(x: torch.Tensor, brightness: float, contrast: float, p: float) -> torch.Tensor:
@@ -108,8 +126,7 @@ def hed_jitter(x: torch.Tensor, sigma: float, p: float) -> torch.Tensor:
     scanners, which plain hue jitter does not: it moves colours along the stains' own directions."""
     bsz = x.shape[0]
     mask = _chosen(bsz, p, x.device).view(bsz, 1, 1)
-    hed_from_rgb = _HED_FROM_RGB.to(x.device, torch.float32)
-    rgb_from_hed = _RGB_FROM_HED.to(x.device, torch.float32)
+    hed_from_rgb, rgb_from_hed = _stain_matrices(x.device)
     od = -torch.log(x.clamp(min=_OD_FLOOR)).flatten(2) / _OD_SCALE  # (B, 3, HW)
     stains = torch.einsum("ij,bjn->bin", hed_from_rgb.T, od)
     alpha = torch.empty(bsz, 3, 1, device=x.device).uniform_(1 - sigma, 1 + sigma)
