@@ -125,7 +125,10 @@ class ResizedCropFlip(nn.Module):
                              src[:, 2, 1] - src[:, 0, 1] + 1], dim=1)
         flip = torch.rand(shape[0], device=device) < self.p_flip
         vflip = torch.rand(shape[0], device=device) < self.p_vflip if self.p_vflip else None
-        # kornia draws on the CPU; a blocking copy to a GPU would wait for the queued work (a hidden host sync)
+        # kornia draws on the CPU; a blocking copy to a GPU would wait for the queued work (a hidden host sync), and
+        # so may an asynchronous one from pageable memory (CUDA stages it), hence the pinned buffer
+        if torch.device(device).type == "cuda":
+            boxes = boxes.pin_memory()
         return {"boxes": boxes.to(device, non_blocking=True), "flip": flip, "vflip": vflip}
 
     @torch.no_grad()
