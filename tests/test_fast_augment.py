@@ -128,6 +128,17 @@ def test_blur_matches_kornia_for_the_same_sigma(kernel):
         RandomGaussianBlur(4)
 
 
+def test_moving_the_crop_keeps_kornia_sampler_on_the_cpu_in_float32():
+    """.to() would move kornia's random draws to the device (each box then copied back to the CPU: host syncs on a
+    GPU) or to float64; the draws stay CPU float32 and the crop still works after the move."""
+    crop = ResizedCropFlip(16).to(torch.float64)
+    generator = crop.sampler._param_generator  # kornia's; .to() reaches it through kornia's own _apply
+    assert generator.device == torch.device("cpu") and generator.dtype == torch.float32
+    boxes = crop.sample((4, 3, 32, 32), "cpu")["boxes"]
+    assert boxes.dtype == torch.float32 and boxes.device.type == "cpu"
+    assert crop(torch.rand(4, 3, 32, 32, dtype=torch.float64)).shape == (4, 3, 16, 16)
+
+
 @pytest.mark.parametrize("shape", [(6, 2, 20, 20), (6, 3, 17, 29)])
 @pytest.mark.parametrize("padding", ["reflection", "zeros"])
 def test_affine_warp_matches_kornia_for_the_same_draw(shape, padding):

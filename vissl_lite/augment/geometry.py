@@ -125,11 +125,19 @@ class ResizedCropFlip(nn.Module):
                              src[:, 2, 1] - src[:, 0, 1] + 1], dim=1)
         flip = torch.rand(shape[0], device=device) < self.p_flip
         vflip = torch.rand(shape[0], device=device) < self.p_vflip if self.p_vflip else None
-        # kornia draws on the CPU; a blocking copy to a GPU would wait for the queued work (a hidden host sync), and
-        # so may an asynchronous one from pageable memory (CUDA stages it), hence the pinned buffer
-        if torch.device(device).type == "cuda":
+        # kornia draws on the CPU (see _apply); a blocking copy to a GPU would wait for the queued work (a hidden
+        # host sync), and so may an asynchronous one from pageable memory (CUDA stages it), hence the pinned buffer
+        if torch.device(device).type == "cuda" and boxes.device.type == "cpu":
             boxes = boxes.pin_memory()
         return {"boxes": boxes.to(device, non_blocking=True), "flip": flip, "vflip": vflip}
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)`` moves kornia's sampler's random draws to the device; keep them on the CPU in float32:
+        kornia builds the boxes from them on its default (CPU) device, so device draws would each be copied back
+        (four host syncs per batch), and float64 draws would change the boxes' dtype."""
+        super()._apply(fn, *args, **kwargs)
+        self.sampler.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+        return self
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

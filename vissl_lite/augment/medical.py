@@ -70,8 +70,10 @@ def random_rot90(x: torch.Tensor, p: float = 1.0, subset: bool | None = None) ->
 
 @functools.cache
 def _stain_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hed_from_rgb, rgb_from_hed) as float32 on ``device``, copied there once (each copy would be a host sync)."""
-    return _HED_FROM_RGB.to(device, torch.float32), _RGB_FROM_HED.to(device, torch.float32)
+    """(hed_from_rgb, rgb_from_hed) as float32 on ``device``, copied there once (each copy would be a host sync);
+    made outside inference mode, so a first call under it does not cache tensors autograd cannot save."""
+    with torch.inference_mode(False):
+        return _HED_FROM_RGB.to(device, torch.float32), _RGB_FROM_HED.to(device, torch.float32)
 
 
 def intensity_jitter(x: torch.Tensor, brightness: float, contrast: float, p: float) -> torch.Tensor:
