@@ -138,6 +138,20 @@ class RandomGrayscale(nn.Module):
         return f"p={self.p}"
 
 
+def apply_to_picked(x: torch.Tensor, picked: torch.Tensor, fn, subset: bool) -> torch.Tensor:
+    """``fn(images, sel)`` on the images of ``x`` (B, ...) where ``picked`` (B,) is true, the others returned exactly
+    as they are; ``sel`` indexes the per-image parameters that go with ``images``. With ``subset`` (CPU) only the
+    picked images are computed; otherwise (a GPU, where sizing the subset would be a host sync) all of them are,
+    with ``sel`` a full slice, and ``torch.where`` keeps the others from ``x``. Both give the same output."""
+    if not subset:
+        return torch.where(picked.view(-1, *([1] * (x.ndim - 1))), fn(x, slice(None)), x)
+    idx = picked.nonzero()[:, 0]
+    out = x.clone()
+    if len(idx):
+        out[idx] = fn(x[idx], idx)
+    return out
+
+
 class RandomGaussianBlur(nn.Module):
     """Gaussian blur with ``sigma`` uniform in ``sigma`` per image, applied with probability ``p``; an odd
     ``kernel`` x ``kernel`` window and reflected borders, as torchvision's ``GaussianBlur``.
@@ -170,13 +184,7 @@ class RandomGaussianBlur(nn.Module):
         if self.p <= 0 or self.kernel == 1:
             return x
         k, picked = self.kernels(x.shape[0], x.device)
-        if x.device.type != "cpu":
-            return torch.where(picked.view(-1, 1, 1, 1), self.blur(x, k), x)
-        idx = picked.nonzero()[:, 0]
-        out = x.clone()
-        if len(idx):
-            out[idx] = self.blur(x[idx], k[idx])
-        return out
+        return apply_to_picked(x, picked, lambda images, sel: self.blur(images, k[sel]), x.device.type == "cpu")
 
     def blur(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Image ``i`` of ``x`` (B, C, H, W) convolved with ``k[i]`` along both axes, reflected borders."""

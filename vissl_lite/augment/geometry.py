@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vissl_lite.augment.colour import apply_to_picked
+
 # On CPU, above this output size the dense weights waste most of their multiply-adds on zeros and one
 # F.interpolate per image (same weights, computed sparsely) is faster; its Python overhead is then small.
 LOOP_ABOVE = 64
@@ -213,15 +215,10 @@ class RandomAffine(nn.Module):
     def warp(self, x: torch.Tensor, prm: dict, subset: bool) -> torch.Tensor:
         """Apply the draw ``prm`` (from :meth:`sample`): only the picked images are warped when ``subset``, else all
         of them and the others put back from ``x`` (no host sync). Both give the same output."""
-        picked = prm["picked"]
-        if not subset:
-            warped = affine_warp(x, prm["angle"], prm["translate"], prm["scale"], self.padding)
-            return torch.where(picked.view(-1, 1, 1, 1), warped, x)
-        idx = picked.nonzero()[:, 0]
-        out = x.clone()
-        if len(idx):
-            out[idx] = affine_warp(x[idx], prm["angle"][idx], prm["translate"][idx], prm["scale"][idx], self.padding)
-        return out
+        def warp(images, sel):
+            return affine_warp(images, prm["angle"][sel], prm["translate"][sel], prm["scale"][sel], self.padding)
+
+        return apply_to_picked(x, prm["picked"], warp, subset)
 
     def extra_repr(self) -> str:
         return (f"degrees={self.degrees}, translate={self.translate}, scale={self.scale}, padding={self.padding}, "
