@@ -1,0 +1,118 @@
+"""The model side of the end-to-end SimCLR comparison, with no data path: how much of ours / lightly comes from
+memory layout and how much from how the two views go through the backbone.
+
+    pip install lightly   # benchmark-only dependency
+    python benchmarks/model_layout.py [--precision fp32] [--repeats 3] [--steps 3]
+
+pretrain_throughput.py finds both pipelines of the small-input SimCLR job compute-bound on 2 CPU cores: data and
+augmentation are under 1% of a step on either side, so its ratio is the ratio of the two model steps. This script
+times those steps alone (forward, backward, optimizer step) on one fixed pair of views, in four variants:
+
+- ours: vissl_lite's SimCLR module (both views in one backbone pass) with channels-last weights and views;
+- ours_contiguous: the same module, contiguous (NCHW) weights and views;
+- lightly: lightly's recipe as pretrain_throughput.py builds it (one backbone pass per view, contiguous);
+- lightly_channels_last: the same, with channels-last weights and views.
+
+Variants alternate within each repeat, so drift on the machine hits all alike. Writes
+benchmarks/results/model_layout_<device>.json; leaves summary.json alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from _common import environment, write_result
+from pretrain_throughput import JOBS, LightlySimCLR
+
+from vissl_lite import runs
+from vissl_lite.backbones import create_backbone
+from vissl_lite.config import make_config
+from vissl_lite.train import build_optimizer
+
+VARIANTS = ("ours", "ours_contiguous", "lightly", "lightly_channels_last")
+
+
+def build(variant: str, cfg, device: torch.device):
+    torch.manual_seed(cfg.seed)
+    if variant.startswith("ours"):
+        model = runs.build_model(cfg, 3).to(device)
+    else:
+        backbone = create_backbone(cfg.backbone, 3, 32, small_input=cfg.small_input)
+        model = LightlySimCLR(backbone, cfg.method_args["temperature"]).to(device)
+    channels_last = variant in ("ours", "lightly_channels_last")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, build_optimizer(model, cfg), channels_last
+
+
+def timed_steps(model, optimizer, views, n: int, amp_dtype, device) -> float:
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = model(views)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant per repeat")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    amp_dtype = torch.bfloat16 if args.precision == "bf16" else None
+    t_start = time.time()
+    spec = dict(JOBS["simclr"])
+    cfg = make_config(spec.pop("recipe"), data="shapes", image_size=32, device=str(device), **spec)
+    gen = torch.Generator().manual_seed(0)
+    views = [torch.randn(cfg.batch_size, 3, 32, 32, generator=gen).to(device) for _ in range(2)]  # normalised-like
+    runs_ = {}
+    for v in VARIANTS:
+        model, optimizer, channels_last = build(v, cfg, device)
+        vv = [x.contiguous(memory_format=torch.channels_last) if channels_last else x for x in views]
+        timed_steps(model, optimizer, vv, args.warmup, amp_dtype, device)  # oneDNN picks kernels
+        runs_[v] = (model, optimizer, vv)
+    rates = {v: [] for v in VARIANTS}
+    for r in range(args.repeats):
+        for v in VARIANTS:
+            model, optimizer, vv = runs_[v]
+            rates[v].append(args.steps * cfg.batch_size / timed_steps(model, optimizer, vv, args.steps, amp_dtype,
+                                                                        device))
+        print(f"repeat {r + 1}: " + ", ".join(f"{v} {rates[v][-1]:.1f}" for v in VARIANTS), flush=True)
+    results = {v: {"images_per_s": statistics.mean(x), "std": statistics.stdev(x) if len(x) > 1 else 0.0,
+                   "repeats": x} for v, x in rates.items()}
+    mean = {v: results[v]["images_per_s"] for v in VARIANTS}
+    ratios = {"ours_vs_lightly": mean["ours"] / mean["lightly"],
+              "channels_last_gain_ours": mean["ours"] / mean["ours_contiguous"],
+              "channels_last_gain_lightly": mean["lightly_channels_last"] / mean["lightly"],
+              "per_view_passes_gain_contiguous": mean["lightly"] / mean["ours_contiguous"],
+              "per_view_passes_gain_channels_last": mean["lightly_channels_last"] / mean["ours"]}
+    env = environment(device, ("lightly",))
+    out = {"benchmark": "model_layout", "device": device.type, "environment": env,
+           "config": {"job": JOBS["simclr"], "image_size": 32, "precision": args.precision, "steps": args.steps,
+                      "warmup_steps": args.warmup, "repeats": args.repeats},
+           "results": results, "ratios": ratios, "wall_s": round(time.time() - t_start, 1)}
+    path = write_result(f"model_layout_{device.type}.json", out)
+    print(f"\n{'variant':<24} {'images/s':>14}")
+    for v in VARIANTS:
+        print(f"{v:<24} {results[v]['images_per_s']:>8.1f} ± {results[v]['std']:.1f}")
+    for k, x in ratios.items():
+        print(f"{k:<36} {x:.2f}x")
+    print(f"machine: {env['machine']}; written to {path}")
+
+
+if __name__ == "__main__":
+    main()
