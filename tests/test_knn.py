@@ -34,6 +34,18 @@ def test_knn_matches_a_plain_loop():
     assert torch.allclose(fast, knn_reference(x, y, q, 4, 7, 0.1), rtol=1e-4)
 
 
+def test_k_above_the_bank_votes_with_every_image_and_the_table_says_so():
+    from vissl_lite.eval.report import results_table
+
+    g = torch.Generator().manual_seed(3)
+    x, y, q = torch.randn(6, 8, generator=g), torch.randint(0, 3, (6,), generator=g), torch.randn(5, 8, generator=g)
+    assert torch.allclose(knn_predict(x, y, q, 3, k=20), knn_reference(x, y, q, 3, 6, 0.07), rtol=1e-4)
+    row = dict(init="ssl", regime="1%", n_train=6, metric="top1", mean=50.0, std=0.0, seeds=1)
+    clamped = results_table([row | {"protocol": "knn k=20"}, row | {"protocol": "knn k=5"}])
+    assert "knn k=20: where n train is below k" in clamped and "knn k=5:" not in clamped
+    assert "clamped" not in results_table([row | {"protocol": "knn k=5"}, row | {"protocol": "linear probe"}])
+
+
 def test_knn_separable_is_perfect_and_shuffled_is_chance():
     split = clustered_features(5, 32, spread=4.0, seed=1)
     g = torch.Generator().manual_seed(2)

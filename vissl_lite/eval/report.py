@@ -41,6 +41,11 @@ def results_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = max(r["seeds"] for r in rows)
     note = f"\nMean ± std over {seeds} seeds (label subset and head/initialisation seed).\n" if seeds > 1 else "\n"
+    small = sorted({r["protocol"] for r in rows if r["protocol"].startswith("knn k=")
+                    and int(r["protocol"][6:]) > r["n_train"]})
+    if small:  # knn_predict clamps k to the bank: say so rather than let the row claim k neighbours
+        note += (f"{', '.join(small)}: where n train is below k, every labeled image votes (k is clamped to n "
+                 "train).\n")
     return "\n".join(lines) + "\n" + note
 
 
