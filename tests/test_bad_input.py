@@ -122,6 +122,47 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
         load_split(str(tmp_path / "count.npz"), "train", 8)
     with pytest.raises(ConfigError, match="in_chans"):
         make_config(in_chans=2)
+    np.savez(tmp_path / "float.npz", train_images=np.zeros((4, 8, 8), np.float32), train_labels=np.zeros(4))
+    with pytest.raises(DataError, match=r"float\.npz \(train split\).*float32.*astype\('uint8'\)"):
+        load_split(str(tmp_path / "float.npz"), "train", 8)
+    # a complete zip whose compressed body is damaged (zlib, not zipfile, notices)
+    np.savez_compressed(tmp_path / "body.npz", train_images=np.random.default_rng(0).integers(0, 255, (64, 32, 32),
+                                                                                              dtype=np.uint8))
+    raw = bytearray((tmp_path / "body.npz").read_bytes())
+    raw[len(raw) // 3:len(raw) // 3 + 2000] = bytes(2000)
+    (tmp_path / "body.npz").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="body.npz.*re-download"):
+        load_split(str(tmp_path / "body.npz"), "train", 8)
+
+
+def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, capsys):
+    def error(*argv):
+        assert main(list(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err
+        return err
+
+    if not torch.cuda.is_available():
+        assert "--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto" in error(
+            "pretrain", "--data", str(npz_gray), "--device", "cuda", "--out", str(tmp_path / "c"))
+        assert not (tmp_path / "c").exists()
+    if not torch.backends.mps.is_available():
+        assert "no MPS" in error("linear-probe", "--checkpoint", str(tmp_path), "--device", "mps")
+    assert error("transfer", "--data", str(npz_gray), "--pretrain-data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "t")).startswith(f"vissl-lite transfer: error: --pretrain-data {tmp_path / 'nowhere'}")
+    # a typo in the fine-tuning overrides stops transfer before any pretraining
+    err = error("transfer", "--data", str(npz_gray), "--finetune-args", "epoch=1", "--out", str(tmp_path / "t"))
+    assert "--finetune-args: unknown config key 'epoch'; did you mean 'epochs'" in err
+    assert not (tmp_path / "t").exists()
+    # a checkpoint cut short: one line naming it and the snapshots to fall back on
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}, "step": 4, "config": {}}, run / "checkpoint-4.pt")
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint-4.pt").read_bytes()[:200])
+    for argv in (["linear-probe", "--checkpoint", str(run)], ["export", "--checkpoint", str(run)],
+                 ["pretrain", "--data", str(npz_gray), "--batch-size", "8", "--out", str(run), "--resume"]):
+        err = error(*argv)
+        assert "cannot load checkpoint" in err and "checkpoint-4.pt" in err and len(err.splitlines()) == 1, err
 
 
 def test_truncated_jpeg_is_caught_before_streaming(tmp_path):

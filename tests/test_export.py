@@ -26,6 +26,12 @@ def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
     out = tmp_path / "backbone.safetensors"
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(run)]) == 0  # default: into the run folder, not the working dir
+    assert f"wrote {run / 'backbone.safetensors'}" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(run / "backbone.safetensors")), load_file(str(out))
+    assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
     assert "timm.create_model" in printed
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()

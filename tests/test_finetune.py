@@ -202,6 +202,7 @@ def test_checkpoint_fixes_the_architecture(gray_run):
     with pytest.raises(ConfigError, match="classifier"):
         finetune_config(gray_run, method="simclr")
     assert main(["finetune", "--init", "checkpoint", "--no-progress"]) == 2
+    assert main(["finetune", "--no-progress"]) == 2  # no starting point: an error, not a silent run from scratch
 
 
 def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
                         "file and print the timm.create_model call that loads them.")
     ex.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt)")
-    ex.add_argument("--out", default="backbone.safetensors", help="file to write [default: backbone.safetensors]")
+    ex.add_argument("--out", default=None, help="file to write [default: backbone.safetensors in the run folder, "
+                    "so exports of different runs never overwrite each other]")
 
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
@@ -186,6 +187,9 @@ def _finetune(args: argparse.Namespace) -> None:
     from vissl_lite.eval.finetune import finetune
 
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if not (args.checkpoint or args.init or given.get("init_weights")):
+        raise ConfigError("finetune needs a starting point: --checkpoint RUN (a pretraining run), --init-weights "
+                          "FILE (timm weights) or --init scratch (random init, no comparison)")
     finetune(args.checkpoint, init=args.init, init_weights=given.pop("init_weights", None) or None,
              baseline=args.baseline, recipe=args.config, **given)
 
@@ -210,9 +214,10 @@ def _transfer(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from vissl_lite.runs import export_backbone
+    from vissl_lite.runs import export_backbone, find_checkpoint
 
-    info = export_backbone(args.checkpoint, args.out)
+    out = args.out or find_checkpoint(args.checkpoint).parent / "backbone.safetensors"
+    info = export_backbone(args.checkpoint, out)
     print(f"wrote {info['file']} ({info['tensors']} tensors of {info['backbone']})")
     if info["timm_kwargs"] is None:
         print("This backbone uses the small-input ResNet stem, which timm.create_model cannot build. Load it with:\n"
@@ -237,13 +242,15 @@ def _reconstruct(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vissl_lite.data import DataError
+    from vissl_lite.runs import CheckpointError
     from vissl_lite.train import NonFiniteLossError, TrainingInterrupted
 
     try:
         commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
                     "transfer": _transfer, "export": _export, "reconstruct": _reconstruct}
         commands[args.command](args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
+            NonFiniteLossError) as e:
         print(f"vissl-lite {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # bad method/augment arguments, unknown backbone, unlabeled data for a probe

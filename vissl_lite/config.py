@@ -8,6 +8,7 @@ is valid. The resolved config is saved as ``config.yaml`` in the run folder and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 import types
@@ -161,7 +162,9 @@ def _base_type(name: str) -> tuple[type, bool]:
 def parse_value(name: str, value: Any) -> Any:
     """Coerce ``value`` (from YAML, a flag string or Python) to the type of field ``name`` or raise ConfigError."""
     if name not in FIELDS:
-        raise ConfigError(f"unknown config key '{name}'. Valid keys: {valid_keys()}")
+        close = difflib.get_close_matches(name, FIELDS, n=2)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ConfigError(f"unknown config key '{name}'; {hint}Valid keys: {valid_keys()}")
     kind, optional = _base_type(name)
     if value is None:
         if optional:

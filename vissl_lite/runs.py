@@ -26,6 +26,15 @@ from vissl_lite.methods import build_method
 CHECKPOINT = "checkpoint.pt"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, unsafe to unpickle, not vissl-lite's, or from an incompatible
+    version); the message names the file and what to do instead."""
+
+
+class DeviceError(ValueError):
+    """A ``--device`` this machine does not have."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -33,9 +42,21 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"--device {name!r} is not a device torch knows ({str(e).splitlines()[0]}); use cpu, "
+                          "cuda, cuda:N, mps or auto") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {name} was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--device mps was asked for, but this torch build or machine has no MPS (Apple GPU); use "
+                          "--device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {name}: vissl-lite runs on cpu, cuda or mps")
+    return device
 
 
 def use_channels_last(model: nn.Module) -> bool:
@@ -142,17 +163,27 @@ def find_checkpoint(run: str | Path) -> Path:
     return p
 
 
+def _snapshot_hint(path: Path) -> str:
+    """Where to turn when ``path`` is unreadable: the run's step snapshots (``--keep-checkpoints``), if any."""
+    snaps = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"), key=lambda p: p.stat().st_mtime)
+    if not snaps:
+        return ""
+    return (f" Step snapshots in {path.parent}: {', '.join(p.name for p in snaps[-3:])}; pass one as --checkpoint, "
+            f"or copy the newest over {path.name} to resume from it.")
+
+
 def load_checkpoint(run: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
     path = find_checkpoint(run)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError for unsafe globals, RuntimeError for corrupt zips
-        raise RuntimeError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {str(e)[:300]}). "
-                           "It is corrupt or needs arbitrary unpickling, which vissl-lite refuses") from e
-    missing = {"model", "step", "config"} - set(ckpt)
+        raise CheckpointError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {str(e)[:300]}). "
+                              "It is corrupt or needs arbitrary unpickling, which vissl-lite refuses."
+                              f"{_snapshot_hint(path)}") from e
+    missing = {"model", "step", "config"} - set(ckpt) if isinstance(ckpt, dict) else {"model", "step", "config"}
     if missing:
-        raise RuntimeError(f"{path} is not a vissl-lite checkpoint (missing {', '.join(sorted(missing))})")
+        raise CheckpointError(f"{path} is not a vissl-lite checkpoint (missing {', '.join(sorted(missing))})")
     return ckpt
 
 
@@ -163,7 +194,7 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunCo
     state = ckpt["model"]
     first_conv = next((v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4), None)
     if first_conv is None:
-        raise RuntimeError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
+        raise CheckpointError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
     if legacy_projector(cfg, state):
         cfg.method_args = {**cfg.method_args, "proj_out_bn": False}
     model = build_model(cfg, in_chans=first_conv.shape[1])

@@ -65,26 +65,26 @@ class ImageSet:
             files=None if self.files is None else [self.files[i] for i in idx.tolist()])
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``'shapes'``, ``'npz:/p/x.npz'`` or a bare path -> (format, location)."""
+def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
+    """``'shapes'``, ``'npz:/p/x.npz'`` or a bare path -> (format, location); errors name ``flag``."""
     if spec == "shapes":
         return "shapes", ""
     head, sep, rest = spec.partition(":")
     if sep and head in FORMATS and len(head) > 1:  # len>1 keeps Windows drive letters out
         rest = str(Path(rest).expanduser())
         if not Path(rest).exists():
-            raise DataError(f"--data {spec}: no such file or folder {rest}")
+            raise DataError(f"{flag} {spec}: no such file or folder {rest}")
         return head, rest
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DataError(f"--data {spec}: no such file or folder. Give 'shapes' for the built-in set or a path to an "
+        raise DataError(f"{flag} {spec}: no such file or folder. Give 'shapes' for the built-in set or a path to an "
                         ".npz, a labels .csv, a CIFAR batches folder, an MNIST idx folder or an image folder")
     if path.is_file():
         if path.suffix == ".npz":
             return "npz", str(path)
         if path.suffix == ".csv":
             return "csv", str(path)
-        raise DataError(f"--data {spec}: cannot tell the format of this file; expected a .npz or a labels .csv "
+        raise DataError(f"{flag} {spec}: cannot tell the format of this file; expected a .npz or a labels .csv "
                         "(or a prefix npz:, csv:)")
     if readers.is_cifar_dir(path):
         return "cifar", str(path)
@@ -144,11 +144,12 @@ def _normalise_labels(labels: np.ndarray | None, n: int) -> np.ndarray:
     return labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int64)
 
 
-def _to_chw(images: np.ndarray) -> torch.Tensor:
+def _to_chw(images: np.ndarray, source: str = "the images") -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) or (N, C, H, W) uint8 -> uint8 tensor (N, C, H, W)."""
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: images have dtype {images.dtype}; expected uint8 (0-255). Convert them first, "
+                        "e.g. (x * 255).round().astype('uint8') for floats in [0, 1]")
     t = torch.from_numpy(np.ascontiguousarray(images))
-    if t.dtype != torch.uint8:
-        raise DataError(f"images have dtype {t.dtype}; expected uint8")
     if t.ndim == 3:
         return t[:, None]
     if t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
@@ -226,7 +227,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     else:
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
-    x = _to_chw(images)
+    x = _to_chw(images, f"{loc} ({split} split)")
     # a no-op at the right size; in chunks, so a MedMNIST+ 224 px set resized to 64 px never exists as floats whole
     x = torch.cat([readers.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
     x = convert_channels(x, channels or x.shape[1])

@@ -10,6 +10,7 @@ import gzip
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k.endswith(("_images", "_labels"))}
             keys = set(z.files)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"cannot read {path} as an .npz file ({type(e).__name__}: {e}); check that the file is "
                         "complete, or re-download it") from e
     out = {}

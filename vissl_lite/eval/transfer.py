@@ -67,6 +67,17 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}")
     for key, value in DEFAULTS.items():
         overrides.setdefault(key, value)
+    # everything that can be checked before hours of pretraining is checked here
+    from vissl_lite.data.datasets import parse_spec
+    from vissl_lite.eval.finetune import finetune_config
+
+    parse_spec(data)
+    if pretrain_data:
+        parse_spec(pretrain_data, "--pretrain-data")
+    try:
+        finetune_config(None, **dict(finetune_args or {}))
+    except ConfigError as e:
+        raise ConfigError(f"--finetune-args: {e}") from e
     init_weights = overrides.get("init_weights") or None
     eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
     out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
