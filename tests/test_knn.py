@@ -86,6 +86,13 @@ def test_cli_knn_and_pretrain_report_knn(npz_gray, tmp_path, capsys):
     assert k["command"] == "knn" and list(k["eval"]["knn"]["top1"]) == ["4"]
     assert k["eval"]["knn"]["temperature"] == 0.1 and "linear_probe" not in k["eval"]
     assert "kNN, SSL backbone" in capsys.readouterr().out
+    # several label regimes: the console lists every (protocol, init, regime) row, as report.md does
+    assert main(["knn", "--checkpoint", str(run), "--knn-k", "4", "--label-fraction", "0.5,1", "--seeds", "2",
+                 "--out", str(tmp_path / "regimes"), "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "regimes" / "metrics.json").read_text())["eval"]["table"]
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("knn k=4")]
+    assert len(printed) == len(rows) == 4 and sum(" 50% labels" in line for line in printed) == 2
+    assert all("+-" in line and line.endswith("(2 seeds)") for line in printed)
 
 
 def test_label_subsets_are_stratified_sized_and_seeded():

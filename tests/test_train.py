@@ -46,7 +46,7 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
 
 
 @pytest.mark.parametrize("amp", ["off", "fp16"])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch, amp):
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tmp_path, monkeypatch, amp, capsys):
     # 72 train images / 16 = 4 steps per epoch; fp16 also carries the loss scaler's state across the resume
     common = dict(data=str(npz_rgb_noval), amp=amp, **FAST | {"epochs": 2})
     pretrain(make_config(out=str(tmp_path / "straight"), **common))
@@ -55,7 +55,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(npz_rgb_noval, tm
     assert runs.load_checkpoint(tmp_path / "split")["step"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(make_config(out=str(tmp_path / "split"), **common))
+    capsys.readouterr()
     pretrain(make_config(out=str(tmp_path / "split"), resume=True, **common))
+    said = capsys.readouterr().out
+    assert "resuming from step 3 of 8" in said and "8 steps (5 after resuming)" in said
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 8

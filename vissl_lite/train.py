@@ -165,8 +165,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
         _check_resume(cfg, ckpt["config"])
         if runs.legacy_projector(cfg, ckpt["model"]):
-            raise RuntimeError(f"{out} was written by an older vissl-lite whose SimCLR head had no output BatchNorm; "
-                               "resume it with --method-args proj_out_bn=false")
+            raise runs.CheckpointError(f"{out} was written by an older vissl-lite whose SimCLR head had no output "
+                                       "BatchNorm; resume it with --method-args proj_out_bn=false")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, scaler_state = ckpt["step"], ckpt.get("scaler")
@@ -183,6 +183,11 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         print(f"vissl-lite pretrain: {cfg.method} on {train_set.name} ({len(train_set)} images, {channels}ch, "
               f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
               f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
+        if cfg.resume and step >= total:
+            print(f"  resumed: the checkpoint is already at step {step} of {total}; nothing left to train"
+                  f"{', evaluating' if cfg.probe else ''}")
+        elif cfg.resume:
+            print(f"  resuming from step {step} of {total} ({runs.find_checkpoint(out)})")
     log_path = out / "metrics.jsonl"
     if main and not cfg.resume and log_path.exists():
         log_path.unlink()  # left by an earlier attempt that died before its first checkpoint
@@ -202,7 +207,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     if monitor is not None:
         every = cfg.knn_every * steps_per_epoch
         hooks.append(lambda step, last: {"knn_top1": monitor(model)} if step % every == 0 else None)
-    t_train = time.time()
+    t_train, start_step = time.time(), step
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
                     step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
                     scaler_state=scaler_state)
@@ -241,7 +246,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
 
         report = write_report(out, metrics, features, train_curves=out / "train_curves.png")
         tr = metrics["train"]
-        print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {step} steps, final loss {tr['final_loss']}, "
+        done = f"{step} steps" if not start_step else f"{step} steps ({step - start_step} after resuming)"
+        print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {done}, final loss {tr['final_loss']}, "
               f"{tr['images_per_s']:.0f} images/s. Run folder: {out}")
         if "eval" in metrics and "skipped" not in metrics["eval"]:
             print(summary(metrics))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from vissl_lite.eval.probe import (
     label_regimes,
     load_eval_splits,
     regime_name,
+    row_line,
     table_rows,
     write_metrics,
 )
@@ -61,7 +63,8 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
         clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != saved[k]]
         if clash:
             fixed = ", ".join(f"{k}={saved[k]!r}" for k in clash)
-            raise ConfigError(f"{', '.join(clash)} come(s) from the checkpoint ({fixed}); drop the flag, or "
+            raise ConfigError(f"{', '.join(clash)} {'comes' if len(clash) == 1 else 'come'} from the checkpoint "
+                              f"({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")
         values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS if k in saved}  # older runs lack newer keys
     values = merge_overrides(values, overrides)
@@ -168,8 +171,15 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
                         views=model.views, **cfg.augment_args).to(device)
     decay = resolved_layer_decay(cfg, model.backbone)
     optimizer = build_optimizer(model, cfg, decay)
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup,
-                                  warmup_lr_init=cfg.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+    timm_log = logging.getLogger("timm.scheduler.cosine_lr")
+    level = timm_log.level
+    timm_log.setLevel(logging.ERROR)  # a one-step cosine phase (warmup as long as the run) is stated in the protocol
+    try:
+        scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr,
+                                      warmup_t=warmup, warmup_lr_init=cfg.lr * 1e-3, warmup_prefix=True,
+                                      t_in_epochs=False)
+    finally:
+        timm_log.setLevel(level)
     multilabel = train.multilabel
     key = "val_auroc_mean" if multilabel else "val_top1"
     every = len(loader) * max(1, math.ceil(total / len(loader) / MAX_VAL_POINTS))
@@ -223,9 +233,16 @@ def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
     margs = cfg.method_args
     mix = (f", mixup {margs.get('mixup', 0)} / cutmix {margs.get('cutmix', 0)}"
            if margs.get("mixup") or margs.get("cutmix") else ", no mixup/cutmix")
-    return (f"full network + linear head (classifier method), {cfg.augment} augmentation {cfg.augment_args or ''}; "
-            f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, warmup {cfg.warmup_epochs:g}/{cfg.epochs} of the "
-            f"schedule then cosine (timm), {cfg.epochs} epochs and at least {cfg.min_steps} steps, batch "
+    aug_args = f" {cfg.augment_args}" if cfg.augment_args else ""
+    if not cfg.epochs:  # max_steps alone: schedule_lengths gives no warmup
+        schedule = "cosine (timm), no warmup"
+    elif cfg.warmup_epochs < cfg.epochs:
+        schedule = f"warmup {cfg.warmup_epochs:g}/{cfg.epochs} of the schedule then cosine (timm)"
+    else:
+        schedule = "linear warmup over the whole schedule (warmup_epochs >= epochs: no cosine phase)"
+    return (f"full network + linear head (classifier method), {cfg.augment} augmentation{aug_args}; "
+            f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, {schedule}, {cfg.epochs} epochs and at least "
+            f"{cfg.min_steps} steps, batch "
             f"<= {cfg.batch_size}; layer decay {decay:g}, drop path {cfg.drop_path:g}, label smoothing "
             f"{margs.get('label_smoothing', 0.1):g}{mix}; weights chosen on the best val score of up to "
             f"{MAX_VAL_POINTS} evenly spaced checks; reported once on test{pooling_note}")
@@ -398,8 +415,6 @@ def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:
 def finetune_summary(metrics: dict) -> str:
     lines = []
     for row in metrics["eval"]["table"]:
-        auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if "auroc_mean" in row else ""
-        lines.append(f"  finetune, {row['init']:<10} {row['regime']:>8} labels (n={row['n_train']:>5}): test "
-                     f"{row['metric']} {row['mean']:6.2f} +- {row['std']:.2f}{auc}  ({row['seeds']} seed(s))")
+        lines.append(row_line(row))
     lines.append(f"  protocol: {metrics['eval']['table'] and next(iter(metrics['eval'].values()))['protocol']}")
     return "\n".join(lines)

@@ -298,9 +298,28 @@ def write_metrics(out_dir: Path, metrics: dict) -> Path:
     return path
 
 
+def row_line(row: dict) -> str:
+    """One console line for a results-table row (:func:`table_rows`), the same in every command."""
+    top1 = row["metric"] == "top1"
+    value = f"test {'top-1' if top1 else 'mean AUROC'} {row['mean']:6.2f} +- {row['std']:.2f}{'%' if top1 else ''}"
+    auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if top1 and "auroc_mean" in row else ""
+    seeds = f"{row['seeds']} seed{'' if row['seeds'] == 1 else 's'}"
+    return (f"  {row['protocol'].replace('_', ' '):<13} {row['init']:<11} {row['regime']:>8} labels "
+            f"(n={row['n_train']:>5}): {value}{auc}  ({seeds})")
+
+
 def summary(metrics: dict) -> str:
-    """A few human lines: each probe's test top-1, the chosen lr, and the protocol once."""
+    """A few human lines: each probe's test top-1, the chosen lr, and the protocol once; with several label
+    regimes, one line per (protocol, init, regime) instead, as fine-tuning prints."""
     ev = metrics.get("eval", {})
+    rows = ev.get("table", [])
+    if len({r["regime"] for r in rows}) > 1:
+        lines = [row_line(r) for r in rows]
+        if "linear_probe" in ev:
+            lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
+        if "knn" in ev and "protocol" in ev["knn"]:
+            lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
+        return "\n".join(lines)
     lines = []
     for key, label in (("linear_probe", "SSL backbone"), ("linear_probe_random_init", "random-init backbone")):
         if key in ev:
@@ -309,7 +328,8 @@ def summary(metrics: dict) -> str:
                 regime = r["label_regime"]
                 share = f"{regime['name']} of labels"
                 lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f} +- {r['top1_std']:.2f}%  "
-                             f"({share}, {regime['seeds']} seeds, n_train {r['n_train']})")
+                             f"({share}, {regime['seeds']} seed{'' if regime['seeds'] == 1 else 's'}, "
+                             f"n_train {r['n_train']})")
             elif "top1" in r:
                 auroc = "n/a" if m["auroc_macro"] is None else f"{m['auroc_macro']:.2f}"
                 lines.append(f"  linear probe, {label:<21} test top-1 {r['top1']:6.2f}%  balanced acc "
@@ -327,7 +347,7 @@ def summary(metrics: dict) -> str:
     for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
         if key in ev and "top1" in ev[key]:
             std = ev[key].get("top1_std", {})
-            accs = ", ".join(f"k={k}: {v:.2f}%" + (f" +- {std[k]:.2f}" if k in std else "")
+            accs = ", ".join(f"k={k}: {v:.2f}" + (f" +- {std[k]:.2f}" if k in std else "") + "%"
                              for k, v in ev[key]["top1"].items())
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
