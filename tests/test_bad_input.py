@@ -2,6 +2,9 @@
 
 import io
 import json
+import struct
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -125,14 +128,20 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
     np.savez(tmp_path / "float.npz", train_images=np.zeros((4, 8, 8), np.float32), train_labels=np.zeros(4))
     with pytest.raises(DataError, match=r"float\.npz \(train split\).*float32.*astype\('uint8'\)"):
         load_split(str(tmp_path / "float.npz"), "train", 8)
-    # a complete zip whose compressed body is damaged (zlib, not zipfile, notices)
-    np.savez_compressed(tmp_path / "body.npz", train_images=np.random.default_rng(0).integers(0, 255, (64, 32, 32),
-                                                                                              dtype=np.uint8))
+    # a complete zip whose deflate stream is invalid: zlib, not zipfile, notices (an invalid block type)
+    np.savez_compressed(tmp_path / "body.npz", train_images=np.zeros((64, 32, 32), np.uint8))
     raw = bytearray((tmp_path / "body.npz").read_bytes())
-    raw[len(raw) // 3:len(raw) // 3 + 2000] = bytes(2000)
+    entry = zipfile.ZipFile(tmp_path / "body.npz").infolist()[0]
+    name_len, extra_len = struct.unpack("<HH", raw[entry.header_offset + 26:entry.header_offset + 30])
+    raw[entry.header_offset + 30 + name_len + extra_len] = 0xFF  # BFINAL=1, BTYPE=11: reserved
     (tmp_path / "body.npz").write_bytes(bytes(raw))
-    with pytest.raises(DataError, match="body.npz.*re-download"):
+    with pytest.raises(DataError, match="body.npz.*re-download") as caught:
         load_split(str(tmp_path / "body.npz"), "train", 8)
+    assert isinstance(caught.value.__cause__, zlib.error)
+
+
+class Unsafe:  # any class: loading it needs arbitrary unpickling
+    pass
 
 
 def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, capsys):
@@ -153,7 +162,16 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     # a typo in the fine-tuning overrides stops transfer before any pretraining
     err = error("transfer", "--data", str(npz_gray), "--finetune-args", "epoch=1", "--out", str(tmp_path / "t"))
     assert "--finetune-args: unknown config key 'epoch'; did you mean 'epochs'" in err
+    assert "--finetune-args: out cannot be set for fine-tuning alone; give --out" in error(
+        "transfer", "--data", str(npz_gray), "--finetune-args", "out=x", "--out", str(tmp_path / "t"))
     assert not (tmp_path / "t").exists()
+    # what only the pretraining run completes (a medical preset's own augment_args) is not judged up front: this
+    # gets as far as looking for the checkpoint
+    from vissl_lite.eval.transfer import transfer
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        transfer(str(npz_gray), checkpoint=str(tmp_path / "none"), out=str(tmp_path / "t2"), augment="radiology",
+                 finetune_args={"augment_args": {"p_hflip": 0.0}})
     # a checkpoint cut short: one line naming it and the snapshots to fall back on
     run = tmp_path / "run"
     run.mkdir()
@@ -163,6 +181,14 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
                  ["pretrain", "--data", str(npz_gray), "--batch-size", "8", "--out", str(run), "--resume"]):
         err = error(*argv)
         assert "cannot load checkpoint" in err and "checkpoint-4.pt" in err and len(err.splitlines()) == 1, err
+    # the newest snapshot is a hard link to checkpoint.pt (the same bytes): not offered as the way out
+    (run / "checkpoint-4.pt").unlink()
+    (run / "checkpoint-4.pt").hardlink_to(run / "checkpoint.pt")
+    assert "snapshots" not in error("export", "--checkpoint", str(run))
+    # an unsafe pickle: torch's multi-line refusal still makes one line
+    torch.save({"model": {}, "step": 0, "config": {}, "extra": Unsafe()}, run / "checkpoint.pt")
+    err = error("export", "--checkpoint", str(run))
+    assert "arbitrary unpickling" in err and len(err.splitlines()) == 1, err
 
 
 def test_truncated_jpeg_is_caught_before_streaming(tmp_path):

@@ -32,6 +32,10 @@ def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
 
     a, b = load_file(str(run / "backbone.safetensors")), load_file(str(out))
     assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+    snap = run / "checkpoint-00000002.pt"  # another checkpoint file in the folder gets its own default name
+    snap.write_bytes((run / "checkpoint.pt").read_bytes())
+    assert main(["export", "--checkpoint", str(snap)]) == 0
+    assert (run / "checkpoint-00000002.backbone.safetensors").is_file()
     assert "timm.create_model" in printed
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()

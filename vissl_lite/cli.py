@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--checkpoint", default=None, help="pretraining run folder (or its checkpoint.pt); fixes the "
                     "backbone, image size, channels and (unless --data) the data")
     ft.add_argument("--init", default=None, choices=("checkpoint", "scratch", "weights"),
-                    help="initialisation [default: checkpoint with --checkpoint, weights with --init-weights, "
-                    "else scratch]")
+                    help="initialisation [default: checkpoint with --checkpoint, weights with --init-weights; "
+                    "without either, give --init scratch]")
     ft.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="also fine-tune from scratch with the same settings and seeds [default: on]")
     ft.add_argument("--config", default="finetune", help="recipe [default: finetune]; with --checkpoint, the "
@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
                         "file and print the timm.create_model call that loads them.")
     ex.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt)")
-    ex.add_argument("--out", default=None, help="file to write [default: backbone.safetensors in the run folder, "
-                    "so exports of different runs never overwrite each other]")
+    ex.add_argument("--out", default=None, help="file to write [default: backbone.safetensors in the run folder; "
+                    "<name>.backbone.safetensors beside any other checkpoint file]")
 
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
@@ -216,7 +216,9 @@ def _transfer(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from vissl_lite.runs import export_backbone, find_checkpoint
 
-    out = args.out or find_checkpoint(args.checkpoint).parent / "backbone.safetensors"
+    ckpt = find_checkpoint(args.checkpoint)
+    out = args.out or ckpt.parent / ("backbone.safetensors" if ckpt.name == "checkpoint.pt"
+                                     else f"{ckpt.stem}.backbone.safetensors")
     info = export_backbone(args.checkpoint, out)
     print(f"wrote {info['file']} ({info['tensors']} tensors of {info['backbone']})")
     if info["timm_kwargs"] is None:

@@ -165,7 +165,8 @@ def find_checkpoint(run: str | Path) -> Path:
 
 def _snapshot_hint(path: Path) -> str:
     """Where to turn when ``path`` is unreadable: the run's step snapshots (``--keep-checkpoints``), if any."""
-    snaps = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"), key=lambda p: p.stat().st_mtime)
+    snaps = sorted(p for p in path.parent.glob(f"{path.stem}-*{path.suffix}")
+                   if not os.path.samefile(p, path))  # the newest is a hard link to path: the same broken bytes
     if not snaps:
         return ""
     return (f" Step snapshots in {path.parent}: {', '.join(p.name for p in snaps[-3:])}; pass one as --checkpoint, "
@@ -178,7 +179,8 @@ def load_checkpoint(run: str | Path, map_location: str | torch.device = "cpu") -
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError for unsafe globals, RuntimeError for corrupt zips
-        raise CheckpointError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {str(e)[:300]}). "
+        reason = " ".join(str(e).split())[:300]  # torch's unpickler messages span lines
+        raise CheckpointError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {reason}). "
                               "It is corrupt or needs arbitrary unpickling, which vissl-lite refuses."
                               f"{_snapshot_hint(path)}") from e
     missing = {"model", "step", "config"} - set(ckpt) if isinstance(ckpt, dict) else {"model", "step", "config"}

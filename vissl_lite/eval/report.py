@@ -41,12 +41,17 @@ def results_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = max(r["seeds"] for r in rows)
     note = f"\nMean ± std over {seeds} seeds (label subset and head/initialisation seed).\n" if seeds > 1 else "\n"
+    return "\n".join(lines) + "\n" + note + knn_clamp_note(rows)
+
+
+def knn_clamp_note(rows: list[dict]) -> str:
+    """A line naming the kNN rows whose k exceeds their labeled images (knn_predict clamps k to the bank), so no
+    row claims k neighbours it did not have; empty when there are none."""
     small = sorted({r["protocol"] for r in rows if r["protocol"].startswith("knn k=")
                     and int(r["protocol"][6:]) > r["n_train"]})
-    if small:  # knn_predict clamps k to the bank: say so rather than let the row claim k neighbours
-        note += (f"{', '.join(small)}: where n train is below k, every labeled image votes (k is clamped to n "
-                 "train).\n")
-    return "\n".join(lines) + "\n" + note
+    if not small:
+        return ""
+    return f"{', '.join(small)}: where n train is below k, every labeled image votes (k is clamped to n train).\n"
 
 
 def plot_label_efficiency(rows: list[dict], png: Path, title: str = "") -> Path | None:

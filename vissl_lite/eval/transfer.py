@@ -25,6 +25,7 @@ from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import FIELDS, ConfigError, config_from_dict, make_config, parse_value
 from vissl_lite.data import data_name
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
+from vissl_lite.eval.report import knn_clamp_note
 
 PROTOCOLS = ("linear_probe", "knn", "finetune")
 # Settings that shape the evaluations; everything else configures pretraining.
@@ -69,15 +70,23 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         overrides.setdefault(key, value)
     # everything that can be checked before hours of pretraining is checked here
     from vissl_lite.data.datasets import parse_spec
-    from vissl_lite.eval.finetune import finetune_config
 
     parse_spec(data)
     if pretrain_data:
         parse_spec(pretrain_data, "--pretrain-data")
-    try:
-        finetune_config(None, **dict(finetune_args or {}))
-    except ConfigError as e:
-        raise ConfigError(f"--finetune-args: {e}") from e
+    # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
+    # augmentation) is known after pretraining
+    fixed = sorted(set(finetune_args or {}) & {"data", "out", "resume", "init_weights", "checkpoint"})
+    if fixed:
+        raise ConfigError(f"--finetune-args: {', '.join(fixed)} cannot be set for fine-tuning alone; give "
+                          f"{', '.join('--' + k.replace('_', '-') for k in fixed)} to transfer itself")
+    for key, value in (finetune_args or {}).items():
+        try:
+            value = parse_value(key, value)
+        except ConfigError as e:
+            raise ConfigError(f"--finetune-args: {e}") from e
+        if key == "method" and value != "classifier":
+            raise ConfigError(f"--finetune-args: fine-tuning trains the 'classifier' method, not '{value}'")
     init_weights = overrides.get("init_weights") or None
     eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
     out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -242,7 +251,8 @@ def medmnist_table(rows: list[dict]) -> str:
             row = by.get((protocol, init, name))
             cells += [_cell(row, "mean", "std"), _cell(row, "auroc_mean", "auroc_std") if acc == "ACC" else "–"]
         lines.append(f"| {_protocol_name(protocol)} | {INIT_NAMES.get(init, init)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = knn_clamp_note(rows)
+    return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
 
 def _auc_rows(rows: list[dict]) -> list[dict]:
