@@ -214,10 +214,10 @@ def _transfer(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from vissl_lite.runs import export_backbone, find_checkpoint
+    from vissl_lite.runs import CHECKPOINT, export_backbone, find_checkpoint
 
     ckpt = find_checkpoint(args.checkpoint)
-    out = args.out or ckpt.parent / ("backbone.safetensors" if ckpt.name == "checkpoint.pt"
+    out = args.out or ckpt.parent / ("backbone.safetensors" if ckpt.name == CHECKPOINT
                                      else f"{ckpt.stem}.backbone.safetensors")
     info = export_backbone(args.checkpoint, out)
     print(f"wrote {info['file']} ({info['tensors']} tensors of {info['backbone']})")

@@ -187,7 +187,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print(f"  resumed: the checkpoint is already at step {step} of {total}; nothing left to train"
                   f"{', evaluating' if cfg.probe else ''}")
         elif cfg.resume:
-            print(f"  resuming from step {step} of {total} ({runs.find_checkpoint(out)})")
+            print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
     log_path = out / "metrics.jsonl"
     if main and not cfg.resume and log_path.exists():
         log_path.unlink()  # left by an earlier attempt that died before its first checkpoint

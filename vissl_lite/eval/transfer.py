@@ -76,7 +76,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         parse_spec(pretrain_data, "--pretrain-data")
     # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
     # augmentation) is known after pretraining
-    fixed = sorted(set(finetune_args or {}) & {"data", "out", "resume", "init_weights", "checkpoint"})
+    fixed = sorted(set(finetune_args or {}) & {"data", "out", "resume", "init_weights"})
     if fixed:
         raise ConfigError(f"--finetune-args: {', '.join(fixed)} cannot be set for fine-tuning alone; give "
                           f"{', '.join('--' + k.replace('_', '-') for k in fixed)} to transfer itself")
