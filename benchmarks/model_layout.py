@@ -20,12 +20,13 @@ benchmarks/results/model_layout_<device>.json; leaves summary.json alone.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
 import torch
 from _common import environment, write_result
-from pretrain_throughput import JOBS, LightlySimCLR
+from pretrain_throughput import JOBS, LightlySimCLR, Pipeline
 
 from vissl_lite import runs
 from vissl_lite.backbones import create_backbone
@@ -48,22 +49,6 @@ def build(variant: str, cfg, device: torch.device):
     return model, build_optimizer(model, cfg), channels_last
 
 
-def timed_steps(model, optimizer, views, n: int, amp_dtype, device) -> float:
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = model(views)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -83,14 +68,14 @@ def main() -> None:
     for v in VARIANTS:
         model, optimizer, channels_last = build(v, cfg, device)
         vv = [x.contiguous(memory_format=torch.channels_last) if channels_last else x for x in views]
-        timed_steps(model, optimizer, vv, args.warmup, amp_dtype, device)  # oneDNN picks kernels
-        runs_[v] = (model, optimizer, vv)
+        # pretrain_throughput's stepper on one fixed batch; the views are laid out once, here, not per step
+        runs_[v] = Pipeline(v, itertools.repeat((vv, None)), lambda x: x, model, optimizer, device, amp_dtype, False,
+                            cfg.batch_size)
+        runs_[v].steps(args.warmup, sync=False)  # oneDNN picks kernels
     rates = {v: [] for v in VARIANTS}
     for r in range(args.repeats):
         for v in VARIANTS:
-            model, optimizer, vv = runs_[v]
-            rates[v].append(args.steps * cfg.batch_size / timed_steps(model, optimizer, vv, args.steps, amp_dtype,
-                                                                        device))
+            rates[v].append(args.steps * cfg.batch_size / runs_[v].steps(args.steps, sync=False)[0])
         print(f"repeat {r + 1}: " + ", ".join(f"{v} {rates[v][-1]:.1f}" for v in VARIANTS), flush=True)
     results = {v: {"images_per_s": statistics.mean(x), "std": statistics.stdev(x) if len(x) > 1 else 0.0,
                    "repeats": x} for v, x in rates.items()}
