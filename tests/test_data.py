@@ -5,7 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vissl_lite.data import DataError, DeviceLoader, load_split, make_loader, parse_spec, stratified_split
+from vissl_lite.data import (
+    DataError,
+    DeviceLoader,
+    channel_note,
+    load_split,
+    make_loader,
+    parse_spec,
+    stratified_split,
+)
 from vissl_lite.data.shapes import CLASS_NAMES, make_shapes
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,6 +44,21 @@ def test_npz_gray_keeps_one_channel_and_resizes(npz_gray):
     assert d.labels.shape == (36,) and d.num_classes == 3 and not d.multilabel
     assert load_split(str(npz_gray), "train", 16, channels=3).images.shape[1] == 3
     assert len(load_split(str(npz_gray), "val", 16)) == 9
+
+
+def test_channel_conversion_is_luma_or_repeat_and_is_reported(npz_gray, npz_rgb_noval, png_tree):
+    """A split converted to another channel count says so (the note the probes print); the data's own does not."""
+    rgb = load_split(str(npz_rgb_noval), "train", 16)
+    gray = load_split(str(npz_rgb_noval), "train", 16, channels=1)
+    luma = (rgb.images.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.double).view(1, 3, 1, 1)).sum(1)
+    assert (gray.images[:, 0].double() - luma).abs().max() <= 0.501  # rounded in float32
+    assert (rgb.source_channels, gray.source_channels, gray.channels) == (3, 3, 1)
+    assert channel_note(rgb, "x.npz") is None and "colour images" in channel_note(gray, "x.npz")
+    assert "luma" in channel_note(gray, "x.npz")
+    up = load_split(str(npz_gray), "test", 16, channels=3)
+    assert torch.equal(up.images[:, 0], up.images[:, 2]) and "repeated" in channel_note(up, "g.npz")
+    folder = load_split(str(png_tree), "val", 16, channels=1)  # every split knows the files' own channels
+    assert folder.source_channels == 3 and folder.channels == 1 and channel_note(folder, "tree") is not None
 
 
 def test_npz_without_val_gets_stratified_seeded_split(npz_rgb_noval):

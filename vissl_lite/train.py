@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from vissl_lite import dist, runs
 from vissl_lite.augment import build_augment
 from vissl_lite.config import ConfigError, RunConfig, config_from_dict, make_config, save_config
-from vissl_lite.data import DataError, data_name, load_split, make_loader
+from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader
 
 # Keys that define what a checkpoint is; a resumed run must agree with them.
 IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
@@ -137,6 +137,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                            cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)
     if train_set.skipped and main:
         print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
+    if main and (note := channel_note(train_set, cfg.data)):
+        print("  " + note)
     channels = train_set.channels
     loader = make_loader(train_set, cfg.batch_size, device, shuffle=True, drop_last=True, seed=cfg.seed,
                          num_workers=cfg.num_workers, rank=dist.rank(), world_size=dist.world_size())

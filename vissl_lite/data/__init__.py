@@ -3,6 +3,7 @@
 from vissl_lite.data.datasets import (
     FORMATS,
     ImageSet,
+    channel_note,
     data_name,
     label_subset,
     load_split,
@@ -12,5 +13,5 @@ from vissl_lite.data.datasets import (
 from vissl_lite.data.loaders import DeviceLoader, StreamLoader, make_loader
 from vissl_lite.data.readers import DataError
 
-__all__ = ["FORMATS", "DataError", "DeviceLoader", "ImageSet", "StreamLoader", "data_name", "label_subset",
-           "load_split", "make_loader", "parse_spec", "stratified_split"]
+__all__ = ["FORMATS", "DataError", "DeviceLoader", "ImageSet", "StreamLoader", "channel_note", "data_name",
+           "label_subset", "load_split", "make_loader", "parse_spec", "stratified_split"]

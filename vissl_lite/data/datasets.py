@@ -31,6 +31,7 @@ class ImageSet:
         files: image paths or None.
         labels: int64 (N,) with -1 for unlabeled, or float (N, K) 0/1 for multi-label.
         channels: C after any conversion asked for.
+        source_channels: C of the images as stored (3 if any sampled file of a folder is in colour); 0 if unknown.
         num_classes: 0 when unlabeled.
     """
 
@@ -45,6 +46,7 @@ class ImageSet:
     files: list[Path] | None = None
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--on-bad-file skip)
     window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (readers.WINDOW_HELP), resolved
+    source_channels: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,6 +159,16 @@ def _to_chw(images: np.ndarray, source: str = "the images") -> torch.Tensor:
     return t
 
 
+def channel_note(data: ImageSet, spec: str) -> str | None:
+    """A console note when ``data``'s images were converted to another channel count, else None."""
+    src, dst = data.source_channels, data.channels
+    if not src or src == dst:
+        return None
+    how = "the gray channel repeated" if dst == 3 else "ITU-R 601 luma"
+    return (f"note: {spec} has {'colour' if src == 3 else 'grayscale'} images; the backbone takes {dst} "
+            f"channel{'s' if dst > 1 else ''}, so they are converted ({how})")
+
+
 def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 (N, C, H, W) to 1 or 3 channels: gray->RGB repeats, RGB->gray uses ITU-R 601 luma."""
     c = x.shape[1]
@@ -230,10 +242,12 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     x = _to_chw(images, f"{loc} ({split} split)")
     # a no-op at the right size; in chunks, so a MedMNIST+ 224 px set resized to 64 px never exists as floats whole
     x = torch.cat([readers.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
-    x = convert_channels(x, channels or x.shape[1])
+    source_channels = x.shape[1]
+    x = convert_channels(x, channels or source_channels)
     num_classes = len(class_names) if fmt == "shapes" else _num_classes(fmt, loc)
     return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
-                    image_size=image_size, num_classes=num_classes, class_names=class_names, images=x)
+                    image_size=image_size, num_classes=num_classes, class_names=class_names, images=x,
+                    source_channels=source_channels)
 
 
 def _num_classes(fmt: str, loc: str) -> int:
@@ -268,10 +282,11 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
     else:
         files, labels = tree[split][0], tree[split][1]
     skip = on_bad_file == "skip"
-    channels = channels or _folder_channels(tree["train"][0], skip)  # one channel count for every split
+    source_channels = _folder_channels(tree["train"][0], skip)
+    channels = channels or source_channels  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
-                  class_names=list(class_names), window=window)
+                  class_names=list(class_names), window=window, source_channels=source_channels)
     nbytes = len(files) * channels * image_size * image_size
     stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
     # Streaming without skip decodes later, in the loader, where a bad file stops the run and is named.

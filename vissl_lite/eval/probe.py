@@ -15,7 +15,7 @@ from vissl_lite import runs
 from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
-from vissl_lite.data import ImageSet, label_subset, load_split
+from vissl_lite.data import ImageSet, channel_note, label_subset, load_split
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
@@ -35,6 +35,8 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
                                    cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
+    if "train" in loaded and (note := channel_note(train, cfg.data)):
+        print("  " + note)
     for name in loaded:
         data = splits[name]
         if data.skipped:
