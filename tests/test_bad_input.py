@@ -165,6 +165,10 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     assert "--finetune-args: out cannot be set for fine-tuning alone; give --out" in error(
         "transfer", "--data", str(npz_gray), "--finetune-args", "out=x", "--out", str(tmp_path / "t"))
     assert not (tmp_path / "t").exists()
+    # the fine-tuning recipe is listed apart from the pretraining ones, and refused by pretrain with the command
+    assert "simclr_quickstart (pretraining), finetune (fine-tuning)" in error("pretrain", "--config", "nope")
+    assert "use 'vissl-lite finetune'" in error("pretrain", "--config", "finetune", "--out", str(tmp_path / "f"))
+    assert not (tmp_path / "f").exists()
     # what only the pretraining run completes (a medical preset's own augment_args) is not judged up front: this
     # gets as far as looking for the checkpoint
     from vissl_lite.eval.transfer import transfer

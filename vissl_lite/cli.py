@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vissl_lite.config import FIELDS, ConfigError, RunConfig, _base_type, list_recipes, make_config
+from vissl_lite.config import FIELDS, ConfigError, RunConfig, _base_type, make_config, pretrain_recipes
 
 PROTOCOLS = ("linear_probe", "knn", "finetune")  # vissl_lite.eval.transfer.PROTOCOLS, without importing torch
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Pretrain a backbone with a self-supervised method. With no arguments: the "
                          "quickstart recipe on the built-in data, ending with the linear probe of the SSL backbone "
                          "and of a random-init backbone.",
-                         epilog=EPILOG_PRETRAIN.format(recipes=", ".join(r for r in list_recipes() if r != "finetune")),
+                         epilog=EPILOG_PRETRAIN.format(recipes=", ".join(pretrain_recipes())),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     pre.add_argument("--config", default=None, help=_PRETRAIN_ONLY_HELP["config"])
     _add_config_flags(pre)

@@ -253,13 +253,21 @@ def recipe_path(name_or_path: str) -> Path:
         return p
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        names = ", ".join(list_recipes())
-        raise ConfigError(f"unknown recipe '{name_or_path}'. Shipped recipes: {names}; or give a path to a .yaml file")
+        tuning = [r for r in list_recipes() if r in FINETUNE_RECIPES]
+        raise ConfigError(f"unknown recipe '{name_or_path}'. Shipped recipes: {', '.join(pretrain_recipes())} "
+                          f"(pretraining), {', '.join(tuning)} (fine-tuning); or give a path to a .yaml file")
     return shipped
+
+
+FINETUNE_RECIPES = ("finetune",)  # shipped recipes that set fine-tuning, not pretraining
 
 
 def list_recipes() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def pretrain_recipes() -> list[str]:
+    return [r for r in list_recipes() if r not in FINETUNE_RECIPES]
 
 
 def load_recipe(name_or_path: str) -> dict:

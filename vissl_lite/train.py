@@ -125,6 +125,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         cfg = make_config(**overrides)
     elif overrides:
         cfg = config_from_dict(cfg.to_dict() | overrides)
+    if cfg.method == "classifier":
+        raise ConfigError("method 'classifier' is what fine-tuning trains: use 'vissl-lite finetune' (its recipe is "
+                          "'finetune'); pretraining takes --method simclr, mae or dae")
     t_start = time.time()
     device = dist.setup(runs.resolve_device(cfg.device))  # under torchrun on GPUs: this rank's cuda:LOCAL_RANK
     out = _prepare_out(cfg)
