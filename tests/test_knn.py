@@ -46,6 +46,21 @@ def test_k_above_the_bank_votes_with_every_image_and_the_table_says_so():
     assert "clamped" not in results_table([row | {"protocol": "knn k=5"}, row | {"protocol": "linear probe"}])
 
 
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_console_marks_k_above_the_bank(seeds):
+    """The console kNN lines (one regime, and one line per row with several) say when k exceeded the bank."""
+    from vissl_lite.eval.probe import evaluate_features, row_line, summary, table_rows
+
+    split = clustered_features(3, 8, spread=4.0)
+    cached = {"train": split(12), "test": split(30)}
+    cfg = make_config(knn_k=[5, 50], seeds=seeds)
+    ev = evaluate_features(cached, 3, "avg", 8, cfg, ("knn",))
+    line = summary({"eval": ev})
+    assert "k=50 (clamped to 12):" in line and "k=5:" in line and "k=5 (" not in line
+    rows = table_rows(ev["knn"], "knn", "ssl")
+    assert ["k clamped to n" in row_line(r) for r in rows] == [False, True]
+
+
 def test_knn_separable_is_perfect_and_shuffled_is_chance():
     split = clustered_features(5, 32, spread=4.0, seed=1)
     g = torch.Generator().manual_seed(2)

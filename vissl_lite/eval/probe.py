@@ -306,8 +306,9 @@ def row_line(row: dict) -> str:
     value = f"test {'top-1' if top1 else 'mean AUROC'} {row['mean']:6.2f} +- {row['std']:.2f}{'%' if top1 else ''}"
     auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if top1 and "auroc_mean" in row else ""
     seeds = f"{row['seeds']} seed{'' if row['seeds'] == 1 else 's'}"
+    clamped = row["protocol"].startswith("knn k=") and int(row["protocol"][6:]) > row["n_train"]
     return (f"  {row['protocol'].replace('_', ' '):<13} {row['init']:<11} {row['regime']:>8} labels "
-            f"(n={row['n_train']:>5}): {value}{auc}  ({seeds})")
+            f"(n={row['n_train']:>5}): {value}{auc}  ({seeds}{', k clamped to n' if clamped else ''})")
 
 
 def summary(metrics: dict) -> str:
@@ -348,9 +349,10 @@ def summary(metrics: dict) -> str:
         lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
     for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
         if key in ev and "top1" in ev[key]:
-            std = ev[key].get("top1_std", {})
-            accs = ", ".join(f"k={k}: {v:.2f}" + (f" +- {std[k]:.2f}" if k in std else "") + "%"
-                             for k, v in ev[key]["top1"].items())
+            std, n = ev[key].get("top1_std", {}), ev[key]["n_train"]
+            n = int(round(float(np.mean(n)))) if isinstance(n, list) else n
+            accs = ", ".join(f"k={k}{f' (clamped to {n})' if int(k) > n else ''}: {v:.2f}"
+                             + (f" +- {std[k]:.2f}" if k in std else "") + "%" for k, v in ev[key]["top1"].items())
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
