@@ -53,3 +53,30 @@ def test_csv_errors_name_the_problem(tmp_path):
     (tmp_path / "c.csv").write_text("path,a,b\nim0.png,1,2\n")
     with pytest.raises(DataError, match="0 or 1"):
         load_split(str(tmp_path / "c.csv"), "train", 8)
+
+
+def test_csv_as_spreadsheets_write_it(tmp_path):
+    """Excel's UTF-8 byte-order mark, header case, padded cells and blank lines read as the plain file does."""
+    names = _images(tmp_path / "imgs", 12)
+    rows = ["Path , Label ,SPLIT"] + [f" imgs/{n} ,{'dark' if i % 2 else 'bright'} ,{'test' if i >= 10 else 'train'}"
+                                      for i, n in enumerate(names)] + ["", " , , "]
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode())
+    test = load_split(str(tmp_path / "excel.csv"), "test", 8, progress=False)
+    assert test.class_names == ["bright", "dark"] and test.labels.tolist() == [0, 1]
+    assert not test.multilabel  # 'SPLIT' is the split column, not a second label
+
+
+def test_csv_label_cells_that_are_not_labels_are_named_by_line_and_column(tmp_path):
+    _images(tmp_path, 3)
+    (tmp_path / "blank.csv").write_text("path,label\nim0.png,a\nim1.png,\nim2.png,b\n")
+    with pytest.raises(DataError, match=r"no value in label column 'label', first on line 3"):
+        load_split(str(tmp_path / "blank.csv"), "train", 8)
+    (tmp_path / "uncertain.csv").write_text("path,effusion,nodule\nim0.png,1,0\nim1.png,-1,1\n")
+    with pytest.raises(DataError, match=r"line 3, column 'effusion': '-1' is not 0 or 1.*uncertain"):
+        load_split(str(tmp_path / "uncertain.csv"), "train", 8)
+    (tmp_path / "neg.csv").write_text("path,label\nim0.png,0\nim1.png,-1\n")
+    with pytest.raises(DataError, match="negative"):
+        load_split(str(tmp_path / "neg.csv"), "train", 8)
+    (tmp_path / "short.csv").write_text("path,label\nim0.png\n")
+    with pytest.raises(DataError, match="line 2 has 1 cells for 2 columns"):
+        load_split(str(tmp_path / "short.csv"), "train", 8)

@@ -111,6 +111,26 @@ def test_unlabeled_folder_recursive_and_streaming(tmp_path):
     assert x.shape == (2, 1, 8, 8) and x.dtype == torch.uint8
 
 
+def test_nested_archive_is_unlabeled_and_linked_class_folders_count(png_tree, tmp_path):
+    """patient/study/*.png folder names are not classes (every image trains, none is carved away); a class
+    folder that is a symlink is read like a real one, and a link back up the tree ends."""
+    for i in range(12):
+        d = tmp_path / "archive" / f"patient{i % 3}" / f"study{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 10), i * 20, np.uint8)).save(d / f"{i}.png")
+    archive = load_split(str(tmp_path / "archive"), "train", 8)
+    assert len(archive) == 12 and not archive.labeled and archive.class_names == []
+    assert "read as unlabeled" in archive.layout  # the console note
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "class_0").symlink_to(png_tree / "class_0", target_is_directory=True)
+    (linked / "class_1").symlink_to(png_tree / "class_1", target_is_directory=True)
+    (png_tree / "class_1" / "loop").symlink_to(linked, target_is_directory=True)  # a link back up: read once
+    splits = [load_split(str(linked), s, 8) for s in ("train", "val", "test")]
+    assert sum(map(len, splits)) == 20 and splits[0].class_names == ["class_0", "class_1"]
+    assert "read as labeled, one class per subfolder: 2 classes (class_0, class_1); val and test" in splits[0].layout
+
+
 def test_corrupt_image_error_names_file(png_tree):
     bad = png_tree / "class_0" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -140,8 +140,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                            cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)
     if train_set.skipped and main:
         print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
-    if main and (note := channel_note(train_set, cfg.data)):
-        print("  " + note)
+    for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data)):
+        if main and note:
+            print("  " + note)
     channels = train_set.channels
     loader = make_loader(train_set, cfg.batch_size, device, shuffle=True, drop_last=True, seed=cfg.seed,
                          num_workers=cfg.num_workers, rank=dist.rank(), world_size=dist.world_size())

@@ -47,6 +47,7 @@ class ImageSet:
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--on-bad-file skip)
     window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (readers.WINDOW_HELP), resolved
     source_channels: int = 0
+    layout: str = ""  # how a folder was read (labeled by subfolder or not), for a console note
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -281,12 +282,14 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         files, labels = [files[i] for i in carved[split]], labels[carved[split]]
     else:
         files, labels = tree[split][0], tree[split][1]
+    layout = _folder_layout(root, tree, class_names, unlabeled, carved, val_fraction)
     skip = on_bad_file == "skip"
     source_channels = _folder_channels(tree["train"][0], skip)
     channels = channels or source_channels  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
-                  class_names=list(class_names), window=window, source_channels=source_channels)
+                  class_names=list(class_names), window=window, source_channels=source_channels,
+                  layout=layout)
     nbytes = len(files) * channels * image_size * image_size
     stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
     # Streaming without skip decodes later, in the loader, where a bad file stops the run and is named.
@@ -312,6 +315,22 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, **common)
     images = torch.stack(decoded) if decoded else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
     return ImageSet(images=images, labels=labels, skipped=skipped, **common)
+
+
+def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bool, carved: dict,
+                   val_fraction: float) -> str:
+    """One line on how an image folder was read: which subfolders became classes, what was carved from train."""
+    if root.suffix == ".csv":
+        return ""
+    split_dirs = len(tree) > 1 or (root / "train").is_dir()
+    if unlabeled:
+        nested = any(len(f.relative_to(root).parts) > (2 if split_dirs else 1) for f in tree["train"][0])
+        return (f"{root} is read as unlabeled: its images are not all directly in class subfolders "
+                "(<folder>/<class>/<image>), so folder names are not labels; every image trains") if nested else ""
+    shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
+    cut = [n for n in ("val", "test") if n in carved]
+    return (f"{root} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
+            + (f"; {' and '.join(cut)} carved from train, {val_fraction:.0%} each" if cut else ""))
 
 
 @functools.lru_cache(maxsize=4)

@@ -7,6 +7,7 @@ Image folders return file lists; decoding a file to a fixed-size uint8 tensor is
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 import zipfile
@@ -141,15 +142,26 @@ def read_idx(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
 # ---------------------------------------------------------------------------------------------------- folders
 
 def list_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under ``root``, recursively and sorted; symlinked folders are followed, each real folder once
+    (so a link back up the tree ends)."""
+    seen, found = set(), []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(p for p in found if p.is_file())
 
 
 def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     """An image folder, labeled or not.
 
     - ``root/{train,val,test}/...``: each split is read as below.
-    - class-per-subfolder (every image sits in ``root/<class>/...``, at least two classes): labeled.
-    - anything else: every image under ``root``, searched recursively, unlabeled (label -1).
+    - class-per-subfolder (every image sits directly in ``root/<class>/``, at least two classes): labeled.
+    - anything else: every image under ``root``, searched recursively, unlabeled (label -1). Deeper trees
+      (``patient/study/series/``, as medical archives are kept) are unlabeled: their folder names are not classes.
 
     Returns ``{split: (files, labels (N,) int64, class_names)}``.
     """
@@ -169,7 +181,7 @@ def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]
             raise DataError(f"no images found under {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         rel_parts = [f.relative_to(folder).parts for f in files]
         subdirs = sorted({p[0] for p in rel_parts if len(p) > 1})
-        labeled = all(len(p) > 1 for p in rel_parts) and len(subdirs) >= 2
+        labeled = all(len(p) == 2 for p in rel_parts) and len(subdirs) >= 2
         if labeled:
             if class_names is None:
                 class_names = subdirs
@@ -372,13 +384,25 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     import csv
 
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            body = [row for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read labels CSV {path} ({e})") from e
-    if not rows or "path" not in rows[0]:
-        raise DataError(f"{path} needs a header with a 'path' column and label column(s), e.g. 'path,label'")
-    label_cols = [c for c in rows[0] if c not in ("path", "split")]
+    # 'path' and 'split' in any case ('Path', 'SPLIT'); the other columns are labels, named as written
+    key = {h: h.lower() if h.lower() in ("path", "split") else h for h in header}
+    if "path" not in key.values() or not body:
+        raise DataError(f"{path} needs a header with a 'path' column and label column(s), e.g. 'path,label', and "
+                        f"at least one row (header read: {','.join(header) or 'none'})")
+    if len(set(key.values())) < len(header):
+        raise DataError(f"{path} has a repeated column name in its header ({','.join(header)})")
+    rows = []
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path} line {line} has {len(row)} cells for {len(header)} columns")
+        rows.append({key[h]: cell.strip() for h, cell in zip(header, row)} | {"_line": line})
+    label_cols = [key[h] for h in header if key[h] not in ("path", "split")]
     if not label_cols:
         raise DataError(f"{path} has no label column; add one ('path,label') or use the image folder itself")
     files = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
@@ -386,22 +410,31 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     if missing:
         raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}; paths are "
                         "relative to the CSV's folder")
-    try:
-        if len(label_cols) == 1:
-            values = [r[label_cols[0]].strip() for r in rows]
-            if all(v.lstrip("-").isdigit() for v in values):
-                labels = np.array([int(v) for v in values], dtype=np.int64)
-                class_names = [str(c) for c in range(int(labels.max()) + 1)]
-            else:
-                class_names = sorted(set(values))
-                labels = np.array([class_names.index(v) for v in values], dtype=np.int64)
+    if len(label_cols) == 1:
+        values = [r[label_cols[0]] for r in rows]
+        blank = [r["_line"] for r, v in zip(rows, values) if not v]
+        if blank:
+            raise DataError(f"{path}: {len(blank)} row(s) have no value in label column '{label_cols[0]}', first "
+                            f"on line {blank[0]}; give every row a label, or drop the unlabeled rows")
+        if all(v.lstrip("-").isdigit() for v in values):
+            labels = np.array([int(v) for v in values], dtype=np.int64)
+            if labels.min() < 0:
+                raise DataError(f"{path}: label column '{label_cols[0]}' has negative integers; classes are 0, 1, ...")
+            class_names = [str(c) for c in range(int(labels.max()) + 1)]
         else:
-            labels = np.array([[float(r[c]) for c in label_cols] for r in rows], dtype=np.float32)
-            if not np.isin(labels, (0.0, 1.0)).all():
-                raise ValueError("multi-label columns must hold 0 or 1")
-            class_names = label_cols
-    except (ValueError, TypeError) as e:
-        raise DataError(f"bad label in {path} ({e})") from e
+            class_names = sorted(set(values))
+            labels = np.array([class_names.index(v) for v in values], dtype=np.int64)
+    else:
+        labels = np.zeros((len(rows), len(label_cols)), dtype=np.float32)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(label_cols):
+                if r[c] not in ("0", "1", "0.0", "1.0"):
+                    raise DataError(
+                        f"{path} line {r['_line']}, column '{c}': {r[c]!r} is not 0 or 1. With several label "
+                        f"columns ({', '.join(label_cols)}) each is one 0/1 label; map blank or -1 (uncertain) "
+                        "cells to 0 or 1 first. For one label column plus a split column, name it 'split'")
+                labels[i, j] = float(r[c])
+        class_names = label_cols
     splits = [r.get("split", "").strip().lower() or "train" for r in rows]
     unknown = sorted(set(splits) - {"train", "val", "test"})
     if unknown:
