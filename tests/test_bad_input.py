@@ -3,6 +3,8 @@
 import io
 import json
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 
@@ -211,3 +213,17 @@ def test_a_split_carved_empty_is_empty_not_a_crash(tmp_path, capsys):
     assert main(["pretrain", "--data", str(root), "--out", str(tmp_path / "r"), "--image-size", "8", "--batch-size",
                  "2", "--max-steps", "1", "--no-progress"]) == 0
     assert "evaluation skipped" in capsys.readouterr().out
+
+
+def test_a_bad_file_met_by_streaming_workers_stops_the_run_in_one_line(png_tree, tmp_path):
+    """In --data-mode stream nothing decodes a file before a worker does: the worker's failure must reach the user
+    as the one-line DataError naming the file, and the process must exit (persistent workers once kept it alive)."""
+    good = next((png_tree / "class_0").glob("*.png")).read_bytes()
+    (png_tree / "class_0" / "zz_truncated.png").write_bytes(good[: len(good) // 2])
+    cmd = [sys.executable, "-m", "vissl_lite.cli", "pretrain", "--data", str(png_tree), "--data-mode", "stream",
+           "--num-workers", "2", "--no-probe", "--image-size", "16", "--batch-size", "8", "--epochs", "2",
+           "--no-progress", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "worker" not in done.stderr
+    assert "error: cannot decode image" in done.stderr and "zz_truncated.png" in done.stderr

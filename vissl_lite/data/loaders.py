@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vissl_lite.data.datasets import ImageSet
-from vissl_lite.data.readers import decode_image
+from vissl_lite.data.readers import DataError, decode_image
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -69,8 +69,14 @@ class _FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return decode_image(self.files[i], self.size, self.channels, self.window), self.labels[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The image, its label and '' or, for a file that cannot be decoded, a blank image and the message: the
+        main process raises it, so the error reads as one line and the workers shut down cleanly."""
+        try:
+            return decode_image(self.files[i], self.size, self.channels, self.window), self.labels[i], ""
+        except DataError as e:
+            blank = torch.zeros((self.channels, self.size, self.size), dtype=torch.uint8)
+            return blank, self.labels[i], str(e)
 
 
 class _EpochSampler(torch.utils.data.Sampler):
@@ -123,8 +129,18 @@ class StreamLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
+        for x, y, errors in self.loader:
+            if any(errors):
+                self.close()
+                raise DataError(next(e for e in errors if e))
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        """Stop the persistent workers now (they would otherwise wait for the next epoch until exit)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
 
 
 def make_loader(data: ImageSet, batch_size: int, device: torch.device, shuffle: bool = True, drop_last: bool = True,
