@@ -182,3 +182,11 @@ def test_real_medmnist_and_cifar_and_fashion():
     assert retina.images.shape == (120, 3, 28, 28) and retina.num_classes == 5
     fashion = load_split(str(SHARED_DATA / "fashion-mnist"), "test", 28)
     assert fashion.images.shape == (10000, 1, 28, 28) and fashion.num_classes == 10
+
+
+def test_one_colour_file_among_many_gray_makes_the_folder_colour(tmp_path):
+    """The channel count is not decided by a small sample: the last of 60 files is the only colour one."""
+    for i in range(59):
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / f"a{i:02d}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "z.png")
+    assert load_split(str(tmp_path), "train", 8).channels == 3

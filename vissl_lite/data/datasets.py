@@ -338,14 +338,23 @@ def _dataset_window(files: tuple[Path, ...]) -> tuple[float, float]:
     return readers.dataset_window(list(files))
 
 
-def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 16) -> int:
-    """3 if any of up to ``samples`` files spread over the folder is in colour, else 1 (pass --in-chans to force)."""
-    step = max(1, len(files) // samples)
+def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 4096) -> int:
+    """3 if any of up to ``samples`` files spread over the folder is in colour, else 1 (pass --in-chans to force).
+    Only headers are read; a folder up to ``samples`` files is checked whole, so a few colour files among many
+    grayscale ones still make it colour rather than being turned gray unseen."""
+    step = max(1, -(-len(files) // samples))
+    return _channels_of(tuple(files[::step]), skip_bad)
+
+
+@functools.lru_cache(maxsize=8)
+def _channels_of(files: tuple[Path, ...], skip_bad: bool) -> int:
     found = []
-    for f in files[::step][:samples]:
+    for f in files:
         try:
             found.append(readers.image_channels(f))
         except DataError:
             if not skip_bad:
                 raise
+        if found and found[-1] == 3:
+            break
     return max(found, default=3)
