@@ -17,7 +17,7 @@ from vissl_lite.augment.medical import (
 from vissl_lite.augment.views import default_stats
 from vissl_lite.config import ConfigError, make_config
 from vissl_lite.data import load_split
-from vissl_lite.data.readers import decode_image, parse_window
+from vissl_lite.data.readers import dataset_window, decode_image, parse_window
 
 
 def unnormalise(v: torch.Tensor, channels: int) -> torch.Tensor:
@@ -144,6 +144,22 @@ def test_16bit_round_trip_keeps_the_order_of_intensities(tmp_path, suffix, windo
     assert (np.diff(out.ravel()[order]) >= 0).all()  # monotone mapping
     # the 16-bit values were not crushed to a few levels ('auto' maps the format's whole 0-65535 range)
     assert len(np.unique(out)) > (180 if window == "auto" else 240)
+
+
+@pytest.mark.parametrize("window", ["auto", "file", "-1000,1000"])
+def test_float_tiff_in_hounsfield_units_is_windowed_not_clipped_at_zero(tmp_path, window):
+    """A 32-bit float TIFF (CT exported in HU, negative values, a NaN outside the field of view) goes through the
+    window like a 16-bit file: order kept, negative values not all crushed to black."""
+    values = np.random.default_rng(1).permutation(np.linspace(-1000, 1000, 256)).reshape(16, 16).astype(np.float32)
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "ct.tif")
+    out = decode_image(tmp_path / "ct.tif", 16, 1, parse_window(window))[0].numpy().astype(int)
+    order = np.argsort(values.ravel()[1:])
+    assert (np.diff(out.ravel()[1:][order]) >= 0).all() and out[0, 0] == 0
+    assert len(np.unique(out[values < 0])) > 90  # the 128 values below 0 HU are resolved, not clipped to black
+    if window == "-1000,1000":
+        assert np.abs(out.ravel()[1:] - (values.ravel()[1:] + 1000) / 2000 * 255).max() <= 0.51
+    assert dataset_window([tmp_path / "ct.tif"])[0] < -900
 
 
 def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_between_files(tmp_path):

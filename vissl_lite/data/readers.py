@@ -206,9 +206,10 @@ def _pydicom():
 
 
 WINDOW_HELP = ("'auto' (a DICOM file's own VOI LUT or window tags, else its 0.5-99.5 percentile range; 16-bit "
-               "PNG/TIFF: the full 0-65535 range), 'file' (every file's own 0.5-99.5 percentile range), 'dataset' (one "
-               "0.5-99.5 percentile range of the training files' values, the same for every file and split) or "
-               "'LO,HI' in the files' units (Hounsfield units for CT, e.g. '-1000,400')")
+               "PNG/TIFF: the full 0-65535 range; 32-bit float TIFF: its 0.5-99.5 percentile range), 'file' (every "
+               "file's own 0.5-99.5 percentile range), 'dataset' (one 0.5-99.5 percentile range of the training "
+               "files' values, the same for every file and split) or 'LO,HI' in the files' units (Hounsfield units "
+               "for CT, e.g. '-1000,400')")
 
 
 def parse_window(value) -> str | tuple[float, float]:
@@ -234,6 +235,7 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
       its VOI LUT output or its first window centre/width, None without either; ``invert`` for MONOCHROME1. When a
       VOI LUT is present ``values`` are its output.
     - 16-bit (or 32-bit int) PNG/TIFF: the stored values; ``own_window`` is the format's full range.
+    - 32-bit float TIFF: the stored values (non-finite ones set to the lowest finite value); no ``own_window``.
 
     Returns None for 8-bit and colour files, which are already display images and are never windowed.
     """
@@ -247,14 +249,20 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
                         "--on-bad-file skip") from e
 
 
-HIGH_RANGE_MODES = ("I;16", "I;16B", "I;16L", "I")
+HIGH_RANGE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
-def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float], bool] | None:
-    """:func:`read_high_range` for an opened PIL image; None unless it is 16-bit (or 32-bit int) grayscale."""
+def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+    """:func:`read_high_range` for an opened PIL image; None unless it is 16-bit, 32-bit int or 32-bit float
+    grayscale. A float file (e.g. CT in Hounsfield units) has no natural range: 'auto' uses its own percentiles."""
     if im.mode not in HIGH_RANGE_MODES:
         return None
     values = np.asarray(ImageOps.exif_transpose(im), dtype=np.float64)
+    if im.mode == "F":
+        finite = np.isfinite(values)
+        if not finite.all():  # NaN / inf (e.g. outside a scan's field of view): the darkest value
+            values = np.where(finite, values, values[finite].min() if finite.any() else 0.0)
+        return values, None, False
     # A 16-bit file whose values all stay below 256 is an 8-bit image stored wide: read it as 8-bit.
     return values, (0.0, 65535.0 if values.max() > 255 else 255.0), False
 
@@ -306,8 +314,8 @@ def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, se
             flat = raw[0].ravel()
             pooled.append(flat[rng.integers(0, flat.size, min(pixels, flat.size))])
     if not pooled:
-        raise DataError("window 'dataset' needs 16-bit PNG/TIFF or DICOM grayscale files; these are 8-bit or colour, "
-                        "which are used as they are")
+        raise DataError("window 'dataset' needs 16-bit or float PNG/TIFF or DICOM grayscale files; these are 8-bit "
+                        "or colour, which are used as they are")
     return percentile_window(np.concatenate(pooled))
 
 
@@ -462,7 +470,7 @@ def image_channels(file: Path) -> int:
         return 3 if int(ds.get("SamplesPerPixel", 1)) == 3 else 1
     try:
         with Image.open(file) as im:
-            return 1 if im.mode in ("L", "LA", "F", "1", *HIGH_RANGE_MODES) else 3
+            return 1 if im.mode in ("L", "LA", "1", *HIGH_RANGE_MODES) else 3
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"cannot open image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
