@@ -181,6 +181,31 @@ def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_betw
     assert test.window == shared.window  # every split gets the training files' window
 
 
+def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_data(tmp_path, capsys):
+    """'--window dataset' resolves on the pretraining files; the run stores the pair, and the probes and
+    fine-tuning map other data (here brighter) with it instead of with that data's own percentiles."""
+    from vissl_lite import runs
+    from vissl_lite.eval.finetune import finetune_config
+    from vissl_lite.train import pretrain
+
+    for name, offset in (("pool", 0), ("target", 2000)):
+        for cls, (lo, hi) in (("a", (1000, 2000)), ("b", (3000, 4000))):
+            (tmp_path / name / cls).mkdir(parents=True)
+            for i in range(10):
+                write16(tmp_path / name / cls / f"{i}.png", np.linspace(lo, hi, 64).reshape(8, 8) + offset + i)
+    pretrain(data=str(tmp_path / "pool"), window="dataset", out=str(tmp_path / "run"), image_size=8, batch_size=8,
+             epochs=1, probe=False, progress=False, backbone="resnet18")
+    resolved = load_split(str(tmp_path / "pool"), "train", 8, window="dataset", progress=False).window
+    assert "--window dataset maps" in capsys.readouterr().out
+    assert runs.load_checkpoint(tmp_path / "run")["window"] == list(resolved)
+    cfg, _, _ = runs.load_run(tmp_path / "run")
+    assert parse_window(cfg.window) == resolved
+    assert parse_window(finetune_config(tmp_path / "run").window) == resolved
+    other = load_split(str(tmp_path / "target"), "train", 8, window=cfg.window, progress=False)
+    own = load_split(str(tmp_path / "target"), "train", 8, window="dataset", progress=False)
+    assert other.images.float().mean() > own.images.float().mean() + 40  # brighter data stays brighter
+
+
 def test_bad_window_values_are_config_errors():
     for bad in ("wide", "400,-1000", "1,2,3"):
         with pytest.raises(ConfigError, match="window"):

@@ -108,11 +108,14 @@ def _as_tuple(x):
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
-                    cfg: RunConfig, keep: int = 1, scaler: torch.amp.GradScaler | None = None) -> None:
+                    cfg: RunConfig, keep: int = 1, scaler: torch.amp.GradScaler | None = None,
+                    window: tuple[float, float] | None = None) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
     under the real name. ``keep`` > 1 also keeps ``<stem>-<step>.pt`` snapshots of the last ``keep`` saves (hard
     links to the same data where the file system allows, so the newest costs no extra space). An enabled fp16
-    ``scaler`` is saved too: a resume that restarted its scale would skip steps the uninterrupted run takes."""
+    ``scaler`` is saved too: a resume that restarted its scale would skip steps the uninterrupted run takes.
+    ``window``: the (lo, hi) that ``--window dataset`` resolved to on the training files, which every later use
+    of the run reuses (see :func:`saved_config`)."""
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
@@ -123,6 +126,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     }
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
+    if window is not None:
+        payload["window"] = [float(v) for v in window]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -192,7 +197,7 @@ def load_checkpoint(run: str | Path, map_location: str | torch.device = "cpu") -
 def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunConfig, nn.Module, dict]:
     """(config, model with the checkpoint's weights, raw checkpoint)."""
     ckpt = load_checkpoint(run)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(saved_config(ckpt))
     state = ckpt["model"]
     first_conv = next((v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4), None)
     if first_conv is None:
@@ -202,6 +207,16 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunCo
     model = build_model(cfg, in_chans=first_conv.shape[1])
     model.load_state_dict(state)
     return cfg, model.to(device), ckpt
+
+
+def saved_config(ckpt: dict) -> dict:
+    """The run's config as evaluation and fine-tuning use it: ``window: dataset`` becomes the (lo, hi) pretraining
+    computed on its own training files, so other data (a labeled set, a transfer target) is mapped to 8 bits the
+    way the backbone saw during pretraining rather than by its own percentiles."""
+    cfg = dict(ckpt["config"])
+    if cfg.get("window") == "dataset" and ckpt.get("window"):
+        cfg["window"] = ",".join(repr(float(v)) for v in ckpt["window"])  # the 'LO,HI' form, exact
+    return cfg
 
 
 def legacy_projector(cfg: RunConfig, state: dict) -> bool:

@@ -140,7 +140,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                            cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)
     if train_set.skipped and main:
         print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
-    for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data)):
+    window = train_set.window if cfg.window == "dataset" else None  # resolved on the training files
+    for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data),
+                 window and f"note: --window dataset maps {window[0]:g} to {window[1]:g} to 0-255 (0.5-99.5 "
+                            "percentiles of the training files); evaluation and fine-tuning reuse it"):
         if main and note:
             print("  " + note)
     channels = train_set.channels
@@ -216,12 +219,14 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     t_train, start_step = time.time(), step
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
                     step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
-                    scaler_state=scaler_state)
+                    scaler_state=scaler_state, window=window)
     train_s = time.time() - t_train
 
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
                "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set)),
                "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
+    if window:
+        metrics["window"] = list(window)
     if start_weights:
         metrics["init_weights"] = start_weights
     if main:
@@ -279,7 +284,8 @@ class StepSchedule:
 
 def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler, cfg: RunConfig, step: int, total: int, steps_per_epoch: int, out: Path,
-             hooks: list = (), desc: str = "train", checkpoint: bool = True, scaler_state: dict | None = None) -> int:
+             hooks: list = (), desc: str = "train", checkpoint: bool = True, scaler_state: dict | None = None,
+             window: tuple[float, float] | None = None) -> int:
     """The one training loop (pretraining and fine-tuning): from ``step`` to ``total``, logging to
     ``<out>/metrics.jsonl`` and (``checkpoint``) saving ``<out>/checkpoint.pt`` every ``cfg.checkpoint_every`` steps
     and at the end.
@@ -290,6 +296,7 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
             :class:`StepSchedule`).
         hooks: ``hook(step, is_last) -> dict | None`` after each step; a returned dict is logged with the step.
         scaler_state: the fp16 loss scaler's state from the checkpoint being resumed.
+        window: the resolved ``--window dataset`` range, saved with every checkpoint.
 
     Returns:
         the step reached.
@@ -359,17 +366,18 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                     _check_finite(bad_loss, last_good, step, out, checkpoint)
                     if main:
                         runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints,
-                                             scaler)
+                                             scaler, window)
                     last_good = step
                 if _stop_requested(stop, step, cfg.log_every):
                     _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
-                          scaler)
+                          scaler, window)
                 if is_last:
                     break
             epoch += 1
         _check_finite(bad_loss, last_good, step, out, checkpoint)
         if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
-            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler)
+            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
+                  window)
     bar.close()
     return step
 
@@ -396,14 +404,14 @@ def _append(log_path: Path, record: dict) -> None:
 
 
 def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, model, optimizer, cfg: RunConfig,
-          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler, window=None) -> None:
     name = signal.Signals(signum).name
     if not checkpoint:
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step and main:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler)
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, window)
     raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
                               f"'vissl-lite pretrain --out {out} --resume'", signum)
 

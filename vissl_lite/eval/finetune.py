@@ -59,7 +59,7 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
     """The recipe, then (with a checkpoint) the run's architecture and data, then ``overrides``."""
     values = load_recipe(recipe)
     if checkpoint is not None:
-        saved = runs.load_checkpoint(checkpoint)["config"]
+        saved = runs.saved_config(runs.load_checkpoint(checkpoint))
         clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != saved[k]]
         if clash:
             fixed = ", ".join(f"{k}={saved[k]!r}" for k in clash)

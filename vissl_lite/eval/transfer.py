@@ -166,6 +166,8 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
     dev = runs.resolve_device(eval_over.get("device", "auto"))
     cfg, model, ckpt = runs.load_run(ckpt_file, dev)
     keep = {k: v for k, v in eval_over.items() if k != "device"}
+    if keep.get("window") == "dataset" and ckpt.get("window"):  # the range pretraining resolved, not the target's own
+        del keep["window"]
     cfg = config_from_dict(cfg.to_dict() | keep | {"data": data})
     t0 = time.time()
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
