@@ -167,6 +167,13 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     assert "--finetune-args: out cannot be set for fine-tuning alone; give --out" in error(
         "transfer", "--data", str(npz_gray), "--finetune-args", "out=x", "--out", str(tmp_path / "t"))
     assert not (tmp_path / "t").exists()
+    # unlabeled evaluation data is refused before pretraining on it
+    (tmp_path / "flat").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(tmp_path / "flat" / f"{i}.png")
+    assert "--data " + str(tmp_path / "flat") + " has no labels, and transfer evaluates on it" in error(
+        "transfer", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "t"))
+    assert not (tmp_path / "t").exists()
     # the fine-tuning recipe is listed apart from the pretraining ones, and refused by pretrain with the command
     assert "simclr_quickstart (pretraining), finetune (fine-tuning)" in error("pretrain", "--config", "nope")
     assert "use 'vissl-lite finetune'" in error("pretrain", "--config", "finetune", "--out", str(tmp_path / "f"))

@@ -251,6 +251,19 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
                     source_channels=source_channels)
 
 
+def has_labels(spec: str) -> bool:
+    """Whether ``spec``'s training split has labels, from file listings and arrays alone (no image is decoded),
+    so a command can refuse unlabeled evaluation data before any training."""
+    fmt, loc = parse_spec(spec)
+    if fmt == "shapes":
+        return True
+    if fmt in ("folder", "csv"):
+        root = Path(loc)
+        tree = readers.read_csv(root) if root.suffix == ".csv" else readers.read_folder(root)
+        return bool((tree["train"][1] >= 0).any())
+    return _read_arrays(fmt, loc)["train"][1] is not None
+
+
 def _num_classes(fmt: str, loc: str) -> int:
     """Classes over every split of an array dataset (a carved split may miss a rare class); 0 if unlabeled."""
     found = [_normalise_labels(lab, len(img)) for img, lab in _read_arrays(fmt, loc).values()]

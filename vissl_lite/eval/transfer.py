@@ -69,9 +69,12 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     for key, value in DEFAULTS.items():
         overrides.setdefault(key, value)
     # everything that can be checked before hours of pretraining is checked here
-    from vissl_lite.data.datasets import parse_spec
+    from vissl_lite.data.datasets import has_labels, parse_spec
 
-    parse_spec(data)
+    if not has_labels(data):
+        raise ConfigError(f"--data {data} has no labels, and transfer evaluates on it; give labeled data as --data "
+                          "(class subfolders, a labels CSV, an npz with train_labels) and unlabeled images as "
+                          "--pretrain-data")
     if pretrain_data:
         parse_spec(pretrain_data, "--pretrain-data")
     # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
