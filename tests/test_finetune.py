@@ -199,6 +199,8 @@ def test_mixup_classifier_trains_and_multilabel_mixup_is_refused():
 def test_checkpoint_fixes_the_architecture(gray_run):
     with pytest.raises(ConfigError, match="come.*from the checkpoint"):
         finetune_config(gray_run, backbone="resnet34")
+    with pytest.raises(ConfigError, match=r"in_chans comes from the checkpoint \(in_chans=1\)"):
+        finetune_config(gray_run, in_chans=3)  # the run says 0 ('the data's own'); the message says what that was
     with pytest.raises(ConfigError, match="classifier"):
         finetune_config(gray_run, method="simclr")
     assert main(["finetune", "--init", "checkpoint", "--no-progress"]) == 2

@@ -139,3 +139,18 @@ def test_low_label_evaluation_reports_mean_and_std_over_seeds(npz_gray, tmp_path
     lp = json.loads((run / "linear_probe" / "metrics.json").read_text())["eval"]
     assert lp["linear_probe"]["n_train"] == [18, 18] and "top1_std" in lp["linear_probe_random_init"]
     assert "+-" in capsys.readouterr().out
+
+
+def test_knn_on_multilabel_data_says_why_it_was_skipped(tmp_path):
+    """kNN voting is single-label: on multi-label data the console and report.md give the reason, once."""
+    from vissl_lite.eval.probe import evaluate_features, summary
+    from vissl_lite.eval.report import write_report
+
+    g = torch.Generator().manual_seed(0)
+    cached = {s: (torch.randn(20, 8, generator=g), torch.randint(0, 2, (20, 3), generator=g).float())
+              for s in ("train", "test")}
+    ev = evaluate_features(cached, 3, "avg", 8, make_config(), ("knn",))
+    ev["knn_random_init"] = dict(ev["knn"])
+    assert "kNN skipped: kNN voting is single-label" in summary({"eval": ev})
+    report = write_report(tmp_path, {"command": "knn", "eval": ev, "config": {}}, {})
+    assert report.read_text().count("kNN skipped: kNN voting is single-label") == 1

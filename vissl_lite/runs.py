@@ -199,14 +199,19 @@ def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[RunCo
     ckpt = load_checkpoint(run)
     cfg = config_from_dict(saved_config(ckpt))
     state = ckpt["model"]
-    first_conv = next((v for k, v in state.items() if k.startswith("backbone.") and v.ndim == 4), None)
-    if first_conv is None:
-        raise CheckpointError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
     if legacy_projector(cfg, state):
         cfg.method_args = {**cfg.method_args, "proj_out_bn": False}
-    model = build_model(cfg, in_chans=first_conv.shape[1])
+    model = build_model(cfg, in_chans=checkpoint_in_chans(ckpt, run))
     model.load_state_dict(state)
     return cfg, model.to(device), ckpt
+
+
+def checkpoint_in_chans(ckpt: dict, run: str | Path) -> int:
+    """The channels the checkpoint's backbone takes: its first convolution's input channels."""
+    first_conv = next((v for k, v in ckpt["model"].items() if k.startswith("backbone.") and v.ndim == 4), None)
+    if first_conv is None:
+        raise CheckpointError(f"cannot find the backbone's first convolution in {find_checkpoint(run)}")
+    return int(first_conv.shape[1])
 
 
 def saved_config(ckpt: dict) -> dict:

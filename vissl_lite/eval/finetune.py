@@ -59,10 +59,13 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
     """The recipe, then (with a checkpoint) the run's architecture and data, then ``overrides``."""
     values = load_recipe(recipe)
     if checkpoint is not None:
-        saved = runs.saved_config(runs.load_checkpoint(checkpoint))
+        ckpt = runs.load_checkpoint(checkpoint)
+        saved = runs.saved_config(ckpt)
         clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != saved[k]]
         if clash:
-            fixed = ", ".join(f"{k}={saved[k]!r}" for k in clash)
+            # in_chans 0 means 'the data's own' when pretraining; the checkpoint's first convolution says which
+            shown = saved | {"in_chans": saved["in_chans"] or runs.checkpoint_in_chans(ckpt, checkpoint)}
+            fixed = ", ".join(f"{k}={shown[k]!r}" for k in clash)
             raise ConfigError(f"{', '.join(clash)} {'comes' if len(clash) == 1 else 'come'} from the checkpoint "
                               f"({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")

@@ -323,6 +323,8 @@ def summary(metrics: dict) -> str:
             lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
         if "knn" in ev and "protocol" in ev["knn"]:
             lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
+        if "skipped" in ev.get("knn", {}):
+            lines.append(f"  kNN skipped: {ev['knn']['skipped']}")
         return "\n".join(lines)
     lines = []
     for key, label in (("linear_probe", "SSL backbone"), ("linear_probe_random_init", "random-init backbone")):
@@ -357,4 +359,6 @@ def summary(metrics: dict) -> str:
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
+    if "skipped" in ev.get("knn", {}):
+        lines.append(f"  kNN skipped: {ev['knn']['skipped']}")
     return "\n".join(lines)

@@ -214,6 +214,9 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
     lines += [f"- **{k}:** {v}" for k, v in facts if v is not None] + [""]
     if "skipped" in ev:
         lines += [f"Evaluation skipped: {ev['skipped']}", ""]
+    skipped = {f"{'kNN' if k.startswith('knn') else k.split('_random')[0].replace('_', ' ')} skipped: {r['skipped']}."
+               for k, r in ev.items() if isinstance(r, dict) and "skipped" in r}  # kNN on multi-label data
+    lines += [line for s in sorted(skipped) for line in (s, "")]
     if rows:
         lines += ["## Results (test split)", "", results_table(rows)]
         png = plot_label_efficiency(rows, out / "label_efficiency.png", Path(str(cfg.get("data"))).name)
