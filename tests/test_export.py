@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from vissl_lite import runs
+from vissl_lite.augment import default_stats
 from vissl_lite.cli import main
 from vissl_lite.config import make_config
 from vissl_lite.train import pretrain
@@ -41,9 +42,14 @@ def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
         meta = f.metadata()
         assert not any(k.startswith(("projector", "decoder")) for k in f.keys())
     kwargs = json.loads(meta["timm_kwargs"])
+    cfg, trained, _ = runs.load_run(run)
+    mean, std = default_stats(kwargs["in_chans"], cfg.mean, cfg.std)  # what the run normalised with
+    assert json.loads(meta["mean"]) == list(mean) and json.loads(meta["std"]) == list(std)
+    assert f"mean={tuple(round(m, 4) for m in mean)}" in printed  # the printed call hands them to timm
     model = timm.create_model(meta["backbone"], pretrained=True, num_classes=0, **kwargs,
-                              pretrained_cfg_overlay=dict(file=str(out))).eval()
-    _, trained, _ = runs.load_run(run)
+                              pretrained_cfg_overlay=dict(file=str(out), mean=mean, std=std)).eval()
+    data_cfg = timm.data.resolve_model_data_config(model)
+    assert data_cfg["mean"] == mean and data_cfg["std"] == std
     x = torch.randn(4, kwargs["in_chans"], 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval().embed(x), atol=1e-5)

@@ -230,7 +230,8 @@ def _export(args: argparse.Namespace) -> None:
     extra = "".join(f", {k}={v!r}" for k, v in info["timm_kwargs"].items())
     print("Load it with timm:\n  import timm\n"
           f"  model = timm.create_model({info['backbone']!r}, pretrained=True, num_classes=0{extra},\n"
-          f"                            pretrained_cfg_overlay=dict(file={info['file']!r}))")
+          f"                            pretrained_cfg_overlay=dict(file={info['file']!r}, "
+          f"mean={tuple(info['mean'])}, std={tuple(info['std'])}))")
 
 
 def _reconstruct(args: argparse.Namespace) -> None:

@@ -271,7 +271,7 @@ def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
 
 def export_backbone(run: str | Path, out: str | Path) -> dict:
     """Write the run's backbone weights as safetensors (atomically), with the settings needed to rebuild it in
-    the file's metadata. Returns ``{"file", "backbone", "timm_kwargs", "tensors"}``."""
+    the file's metadata. Returns ``{"file", "backbone", "timm_kwargs", "tensors", "mean", "std"}``."""
     import json
 
     from safetensors.torch import save_file
@@ -280,14 +280,18 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
     backbone = model.backbone
     in_chans = next(p.shape[1] for p in backbone.parameters() if p.ndim == 4)
     kwargs = timm_kwargs(cfg, in_chans)
+    from vissl_lite.augment import default_stats
+
+    mean, std = default_stats(in_chans, cfg.mean, cfg.std)  # what the run normalised with (cfg's may be unset)
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": "pt", "vissl_lite": __version__, "backbone": cfg.backbone, "method": cfg.method,
             "step": str(ckpt["step"]), "image_size": str(cfg.image_size), "in_chans": str(in_chans),
             "small_input": json.dumps(cfg.small_input), "patch_size": str(cfg.patch_size),
-            "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(cfg.mean), "std": json.dumps(cfg.std)}
+            "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(mean), "std": json.dumps(std)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, out)
-    return {"file": str(out), "backbone": cfg.backbone, "timm_kwargs": kwargs, "tensors": len(state)}
+    return {"file": str(out), "backbone": cfg.backbone, "timm_kwargs": kwargs, "tensors": len(state),
+            "mean": [round(m, 4) for m in mean], "std": [round(v, 4) for v in std]}
