@@ -167,6 +167,11 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     assert "--finetune-args: out cannot be set for fine-tuning alone; give --out" in error(
         "transfer", "--data", str(npz_gray), "--finetune-args", "out=x", "--out", str(tmp_path / "t"))
     assert not (tmp_path / "t").exists()
+    # values that would train on nonsense
+    assert "p_hflip=2 for 'radiology' is a probability" in error("pretrain", "--augment", "radiology",
+                                                                  "--augment-args", "p_hflip=2")
+    assert "scale=0.5 for 'simclr' is the crop's share" in error("pretrain", "--augment-args", "scale=0.5")
+    assert "batch_size must be >= 2 (got 1)" in error("pretrain", "--batch-size", "1")
     # unlabeled evaluation data is refused before pretraining on it
     (tmp_path / "flat").mkdir()
     for i in range(4):

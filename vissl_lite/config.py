@@ -328,6 +328,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {getattr(cfg, key)}")
+    if cfg.method == "simclr" and cfg.batch_size < 2:
+        raise ConfigError(f"SimCLR contrasts each image's views with the other images in the batch, so batch_size "
+                          f"must be >= 2 (got {cfg.batch_size}); its loss is 0 with nothing to contrast")
     nonneg = ["epochs", "max_steps", "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "num_workers",
               "in_chans", "patch_size", "memory_limit_gb"]
     for key in nonneg:

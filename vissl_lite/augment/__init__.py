@@ -23,6 +23,14 @@ def check_args(name: str, kwargs: dict) -> None:
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"unknown augment_args for '{name}': {', '.join(unknown)}. Valid: {', '.join(valid)}")
+    for key, value in kwargs.items():
+        if key.startswith("p_") and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ValueError(f"augment_args {key}={value!r} for '{name}' is a probability: give a number in [0, 1]")
+    scale = kwargs.get("scale")
+    pair = isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)
+    if scale is not None and not (pair and 0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"augment_args scale={scale!r} for '{name}' is the crop's share of the image, "
+                         "[min, max] with 0 < min <= max <= 1, e.g. scale=[0.2,1.0]")
 
 
 def build_augment(name: str, size: int, channels: int, mean=(), std=(), views: int | None = None,
