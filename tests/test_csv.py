@@ -64,12 +64,16 @@ def test_csv_as_spreadsheets_write_it(tmp_path):
     test = load_split(str(tmp_path / "excel.csv"), "test", 8, progress=False)
     assert test.class_names == ["bright", "dark"] and test.labels.tolist() == [0, 1]
     assert not test.multilabel  # 'SPLIT' is the split column, not a second label
+    (tmp_path / "trailing.csv").write_text("path,effusion,nodule,,\n" + "".join(
+        f"imgs/{n},{1.0 * (i % 2):.2f},{i // 6},,\n" for i, n in enumerate(names)))  # '0.00', empty columns
+    multi = load_split(str(tmp_path / "trailing.csv"), "train", 8, progress=False)
+    assert multi.class_names == ["effusion", "nodule"] and set(multi.labels.flatten().tolist()) == {0.0, 1.0}
 
 
 def test_csv_label_cells_that_are_not_labels_are_named_by_line_and_column(tmp_path):
     _images(tmp_path, 3)
-    (tmp_path / "blank.csv").write_text("path,label\nim0.png,a\nim1.png,\nim2.png,b\n")
-    with pytest.raises(DataError, match=r"no value in label column 'label', first on line 3"):
+    (tmp_path / "blank.csv").write_text("path,label\n\nim0.png,a\nim1.png,\nim2.png,b\n")  # a blank line counts
+    with pytest.raises(DataError, match=r"no value in label column 'label', first on line 4"):
         load_split(str(tmp_path / "blank.csv"), "train", 8)
     (tmp_path / "uncertain.csv").write_text("path,effusion,nodule\nim0.png,1,0\nim1.png,-1,1\n")
     with pytest.raises(DataError, match=r"line 3, column 'effusion': '-1' is not 0 or 1.*uncertain"):
@@ -77,6 +81,9 @@ def test_csv_label_cells_that_are_not_labels_are_named_by_line_and_column(tmp_pa
     (tmp_path / "neg.csv").write_text("path,label\nim0.png,0\nim1.png,-1\n")
     with pytest.raises(DataError, match="negative"):
         load_split(str(tmp_path / "neg.csv"), "train", 8)
+    (tmp_path / "nopath.csv").write_text("path,label\nim0.png,a\n,b\n")
+    with pytest.raises(DataError, match="line 3 has no path"):
+        load_split(str(tmp_path / "nopath.csv"), "train", 8)
     (tmp_path / "short.csv").write_text("path,label\nim0.png\n")
     with pytest.raises(DataError, match="line 2 has 1 cells for 2 columns"):
         load_split(str(tmp_path / "short.csv"), "train", 8)

@@ -120,7 +120,11 @@ def test_nested_archive_is_unlabeled_and_linked_class_folders_count(png_tree, tm
         Image.fromarray(np.full((10, 10), i * 20, np.uint8)).save(d / f"{i}.png")
     archive = load_split(str(tmp_path / "archive"), "train", 8)
     assert len(archive) == 12 and not archive.labeled and archive.class_names == []
-    assert "read as unlabeled" in archive.layout  # the console note
+    assert "read as unlabeled: some images sit deeper" in archive.layout  # the console note
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((10, 10), i * 50, np.uint8)).save(tmp_path / "one" / "images" / f"{i}.png")
+    assert "single subfolder" in load_split(str(tmp_path / "one"), "train", 8).layout
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "class_0").symlink_to(png_tree / "class_0", target_is_directory=True)
@@ -190,3 +194,11 @@ def test_one_colour_file_among_many_gray_makes_the_folder_colour(tmp_path):
         Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / f"a{i:02d}.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "z.png")
     assert load_split(str(tmp_path), "train", 8).channels == 3
+
+
+def test_has_labels_reads_listings_not_images(tmp_path, npz_gray, png_tree):
+    from vissl_lite.data.datasets import has_labels
+
+    np.savez(tmp_path / "u.npz", train_images=np.zeros((4, 8, 8), np.uint8))
+    assert has_labels(str(npz_gray)) and has_labels(str(png_tree)) and has_labels("shapes")
+    assert not has_labels(str(tmp_path / "u.npz")) and not has_labels(str(png_tree / "class_0"))

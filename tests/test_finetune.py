@@ -201,6 +201,7 @@ def test_checkpoint_fixes_the_architecture(gray_run):
         finetune_config(gray_run, backbone="resnet34")
     with pytest.raises(ConfigError, match=r"in_chans comes from the checkpoint \(in_chans=1\)"):
         finetune_config(gray_run, in_chans=3)  # the run says 0 ('the data's own'); the message says what that was
+    assert finetune_config(gray_run, in_chans=1).in_chans == 1  # and the matching value is no clash
     with pytest.raises(ConfigError, match="classifier"):
         finetune_config(gray_run, method="simclr")
     assert main(["finetune", "--init", "checkpoint", "--no-progress"]) == 2

@@ -181,7 +181,7 @@ def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_betw
     assert test.window == shared.window  # every split gets the training files' window
 
 
-def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_data(tmp_path, capsys):
+def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_data(tmp_path, capsys, npz_gray):
     """'--window dataset' resolves on the pretraining files; the run stores the pair, and the probes and
     fine-tuning map other data (here brighter) with it instead of with that data's own percentiles."""
     from vissl_lite import runs
@@ -201,6 +201,10 @@ def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_da
     cfg, _, _ = runs.load_run(tmp_path / "run")
     assert parse_window(cfg.window) == resolved
     assert parse_window(finetune_config(tmp_path / "run").window) == resolved
+    # array formats hold 8-bit images: 'dataset' has nothing to resolve there and the run stores no window
+    pretrain(data=str(npz_gray), window="dataset", out=str(tmp_path / "npz"), image_size=8, batch_size=8,
+             max_steps=1, probe=False, progress=False, backbone="resnet18")
+    assert "window" not in runs.load_checkpoint(tmp_path / "npz")
     other = load_split(str(tmp_path / "target"), "train", 8, window=cfg.window, progress=False)
     own = load_split(str(tmp_path / "target"), "train", 8, window="dataset", progress=False)
     assert other.images.float().mean() > own.images.float().mean() + 40  # brighter data stays brighter

@@ -70,10 +70,11 @@ class RunConfig:
     num_workers: int = _f(2, "DataLoader workers for the streaming path.")
     on_bad_file: str = _f("error", "Image folders: 'error' stops at the first unreadable file and names it; 'skip' "
                           "leaves unreadable files out and reports how many.")
-    window: str = _f("auto", "How grayscale files with more than 8 bits (DICOM, 16-bit PNG/TIFF) become 8-bit: "
-                     "'auto' (a DICOM file's own VOI LUT or window, else its 0.5-99.5 percentile range; 16-bit "
-                     "PNG/TIFF: the full 0-65535 range), 'file' (each file's percentile range), 'dataset' (one "
-                     "percentile range from the training files, keeps differences between files) or 'LO,HI' in "
+    window: str = _f("auto", "How grayscale files with more than 8 bits (DICOM, 16-bit PNG/TIFF, float TIFF) become "
+                     "8-bit: 'auto' (a DICOM file's own VOI LUT or window, else its 0.5-99.5 percentile range; "
+                     "16-bit PNG/TIFF: the full 0-65535 range; float TIFF: its percentile range), 'file' (each "
+                     "file's percentile range), 'dataset' (one percentile range from the pretraining files, keeps "
+                     "differences between files; stored with the run and reused by its evaluations) or 'LO,HI' in "
                      "the files' units, e.g. '-1000,400' (HU) for CT lung.")
     val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
                              "has no validation split.")

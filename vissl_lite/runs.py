@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vissl_lite import __version__
-from vissl_lite.backbones import create_backbone
+from vissl_lite.backbones import create_backbone, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
 from vissl_lite.methods import build_method
 
@@ -278,7 +278,7 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
 
     cfg, model, ckpt = load_run(run)
     backbone = model.backbone
-    in_chans = next(p.shape[1] for p in backbone.parameters() if p.ndim == 4)
+    in_chans = in_chans_of(backbone)
     kwargs = timm_kwargs(cfg, in_chans)
     from vissl_lite.augment import default_stats
 

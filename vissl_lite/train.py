@@ -140,7 +140,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                            cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)
     if train_set.skipped and main:
         print(f"  note: skipped {len(train_set.skipped)} unreadable train file(s), e.g. {train_set.skipped[0]}")
-    window = train_set.window if cfg.window == "dataset" else None  # resolved on the training files
+    # resolved on the training files (array formats hold 8-bit images and are never windowed)
+    window = train_set.window if cfg.window == "dataset" and isinstance(train_set.window, tuple) else None
     for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data),
                  window and f"note: --window dataset maps {window[0]:g} to {window[1]:g} to 0-255 (0.5-99.5 "
                             "percentiles of the training files); evaluation and fine-tuning reuse it"):

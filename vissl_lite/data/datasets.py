@@ -255,13 +255,13 @@ def has_labels(spec: str) -> bool:
     """Whether ``spec``'s training split has labels, from file listings and arrays alone (no image is decoded),
     so a command can refuse unlabeled evaluation data before any training."""
     fmt, loc = parse_spec(spec)
-    if fmt == "shapes":
+    if fmt in ("shapes", "cifar"):
         return True
     if fmt in ("folder", "csv"):
-        root = Path(loc)
-        tree = readers.read_csv(root) if root.suffix == ".csv" else readers.read_folder(root)
-        return bool((tree["train"][1] >= 0).any())
-    return _read_arrays(fmt, loc)["train"][1] is not None
+        return bool((readers.read_tree(Path(loc))["train"][1] >= 0).any())
+    if fmt == "npz":  # the archive's member names: its arrays may be gigabytes
+        return "train_labels" in readers.npz_keys(Path(loc))
+    return _read_arrays(fmt, loc)["train"][1] is not None  # MNIST-format idx: small
 
 
 def _num_classes(fmt: str, loc: str) -> int:
@@ -276,7 +276,7 @@ def _num_classes(fmt: str, loc: str) -> int:
 def _folder_split(root: Path, name: str, split: str, image_size: int, channels: int, val_fraction: float,
                   data_mode: str, memory_limit_gb: float, progress: bool, on_bad_file: str = "error",
                   window="auto") -> ImageSet:
-    tree = readers.read_csv(root) if root.suffix == ".csv" else readers.read_folder(root)
+    tree = readers.read_tree(root)
     files, labels, class_names = tree["train"]
     if window == "dataset":  # from every training file (any carved splits included), the same for each split
         window = _dataset_window(tuple(files))
@@ -332,17 +332,21 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
 
 def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bool, carved: dict,
                    val_fraction: float) -> str:
-    """One line on how an image folder was read: which subfolders became classes, what was carved from train."""
+    """One line on how an image folder was read: which subfolders became classes and what was carved from train,
+    or why its subfolders are not classes. Empty for a CSV and for a flat folder of images."""
     if root.suffix == ".csv":
         return ""
-    split_dirs = len(tree) > 1 or (root / "train").is_dir()
+    base = root / "train" if (root / "train").is_dir() else root
+    depths = {len(f.relative_to(base).parts) for f in tree["train"][0]}
     if unlabeled:
-        nested = any(len(f.relative_to(root).parts) > (2 if split_dirs else 1) for f in tree["train"][0])
-        return (f"{root} is read as unlabeled: its images are not all directly in class subfolders "
-                "(<folder>/<class>/<image>), so folder names are not labels; every image trains") if nested else ""
+        why = ("" if depths == {1} else
+               "some images sit deeper than <folder>/<class>/<image> (e.g. patient/study/ folders)" if max(depths) > 2
+               else "some images sit directly in the folder, beside its subfolders" if 1 in depths
+               else "it has a single subfolder, and labels need two or more class subfolders")
+        return f"{base} is read as unlabeled: {why}, so folder names are not labels; every image trains" if why else ""
     shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
     cut = [n for n in ("val", "test") if n in carved]
-    return (f"{root} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
+    return (f"{base} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
             + (f"; {' and '.join(cut)} carved from train, {val_fraction:.0%} each" if cut else ""))
 
 

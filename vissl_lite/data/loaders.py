@@ -74,9 +74,11 @@ class _FileDataset(Dataset):
         main process raises it, so the error reads as one line and the workers shut down cleanly."""
         try:
             return decode_image(self.files[i], self.size, self.channels, self.window), self.labels[i], ""
-        except DataError as e:
+        except Exception as e:  # any failure, not only DataError: a traceback from a worker reads as a crash
+            message = str(e) if isinstance(e, DataError) else (
+                f"cannot decode image {self.files[i]} ({type(e).__name__}: {e}); remove or replace the file")
             blank = torch.zeros((self.channels, self.size, self.size), dtype=torch.uint8)
-            return blank, self.labels[i], str(e)
+            return blank, self.labels[i], message
 
 
 class _EpochSampler(torch.utils.data.Sampler):

@@ -29,7 +29,29 @@ class DataError(ValueError):
     """A dataset file or folder cannot be read; the message names it and says how to fix it."""
 
 
+# what PIL raises for a broken, truncated or hostile image file (a decompression bomb is neither OSError nor
+# ValueError)
+DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 # ---------------------------------------------------------------------------------------------------- npz
+
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _npz_error(path: Path, e: Exception) -> DataError:
+    return DataError(f"cannot read {path} as an .npz file ({type(e).__name__}: {e}); check that the file is "
+                     "complete, or re-download it")
+
+
+def npz_keys(path: Path) -> list[str]:
+    """The array names in an npz, without reading the arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return list(z.files)
+    except NPZ_ERRORS as e:
+        raise _npz_error(path, e) from e
+
 
 def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """MedMNIST-style npz: ``{split}_images`` (N, H, W) or (N, H, W, 3) uint8 and ``{split}_labels`` (N,), (N, 1)
@@ -38,9 +60,8 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k.endswith(("_images", "_labels"))}
             keys = set(z.files)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise DataError(f"cannot read {path} as an .npz file ({type(e).__name__}: {e}); check that the file is "
-                        "complete, or re-download it") from e
+    except NPZ_ERRORS as e:
+        raise _npz_error(path, e) from e
     out = {}
     for split in ("train", "val", "test"):
         if f"{split}_images" not in keys:
@@ -146,6 +167,7 @@ def list_images(root: Path) -> list[Path]:
     (so a link back up the tree ends)."""
     seen, found = set(), []
     for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs.sort()  # which of two links to one folder is read first must not depend on the file system
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []
@@ -196,6 +218,11 @@ def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]
     return out
 
 
+def read_tree(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
+    """:func:`read_csv` for a ``.csv`` file, :func:`read_folder` for a folder."""
+    return read_csv(root) if root.suffix == ".csv" else read_folder(root)
+
+
 def _pydicom():
     try:
         import pydicom
@@ -244,7 +271,7 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
     try:
         with Image.open(file) as im:
             return _high_range_pil(im)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
 
@@ -395,9 +422,13 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
-            body = [row for row in reader if any(cell.strip() for cell in row)]
+            body = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read labels CSV {path} ({e})") from e
+    # a spreadsheet's trailing separators: unnamed columns with nothing in them
+    empty = [i for i, h in enumerate(header) if not h and all(i >= len(r) or not r[i].strip() for _, r in body)]
+    header = [h for i, h in enumerate(header) if i not in empty]
+    body = [(n, [c for i, c in enumerate(r) if i not in empty]) for n, r in body]
     # 'path' and 'split' in any case ('Path', 'SPLIT'); the other columns are labels, named as written
     key = {h: h.lower() if h.lower() in ("path", "split") else h for h in header}
     if "path" not in key.values() or not body:
@@ -406,10 +437,12 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     if len(set(key.values())) < len(header):
         raise DataError(f"{path} has a repeated column name in its header ({','.join(header)})")
     rows = []
-    for line, row in enumerate(body, start=2):
+    for line, row in body:
         if len(row) != len(header):
             raise DataError(f"{path} line {line} has {len(row)} cells for {len(header)} columns")
         rows.append({key[h]: cell.strip() for h, cell in zip(header, row)} | {"_line": line})
+        if not rows[-1]["path"]:
+            raise DataError(f"{path} line {line} has no path")
     label_cols = [key[h] for h in header if key[h] not in ("path", "split")]
     if not label_cols:
         raise DataError(f"{path} has no label column; add one ('path,label') or use the image folder itself")
@@ -436,12 +469,16 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         labels = np.zeros((len(rows), len(label_cols)), dtype=np.float32)
         for i, r in enumerate(rows):
             for j, c in enumerate(label_cols):
-                if r[c] not in ("0", "1", "0.0", "1.0"):
+                try:
+                    value = float(r[c])
+                except ValueError:
+                    value = -1.0
+                if value not in (0.0, 1.0):
                     raise DataError(
                         f"{path} line {r['_line']}, column '{c}': {r[c]!r} is not 0 or 1. With several label "
                         f"columns ({', '.join(label_cols)}) each is one 0/1 label; map blank or -1 (uncertain) "
                         "cells to 0 or 1 first. For one label column plus a split column, name it 'split'")
-                labels[i, j] = float(r[c])
+                labels[i, j] = value
         class_names = label_cols
     splits = [r.get("split", "").strip().lower() or "train" for r in rows]
     unknown = sorted(set(splits) - {"train", "val", "test"})
@@ -471,7 +508,7 @@ def image_channels(file: Path) -> int:
     try:
         with Image.open(file) as im:
             return 1 if im.mode in ("L", "LA", "1", *HIGH_RANGE_MODES) else 3
-    except (OSError, UnidentifiedImageError) as e:
+    except DECODE_ERRORS as e:
         raise DataError(f"cannot open image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
 
@@ -485,7 +522,7 @@ def check_image(file: Path) -> None:
     try:
         with Image.open(file) as im:
             im.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
 
@@ -506,7 +543,7 @@ def decode_image(file: Path, size: int, channels: int, window="auto") -> torch.T
                 else:
                     im = ImageOps.exif_transpose(im).convert(mode)
         arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+    except DECODE_ERRORS as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e
     t = torch.from_numpy(arr.copy())

@@ -24,7 +24,7 @@ from torch import nn
 
 from vissl_lite import runs
 from vissl_lite.augment import EvalView, build_augment
-from vissl_lite.backbones import is_vit, load_weights_file
+from vissl_lite.backbones import in_chans_of, is_vit, load_weights_file
 from vissl_lite.config import (
     ConfigError,
     RunConfig,
@@ -61,11 +61,11 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
     if checkpoint is not None:
         ckpt = runs.load_checkpoint(checkpoint)
         saved = runs.saved_config(ckpt)
-        clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != saved[k]]
+        # in_chans 0 means 'the data's own' when pretraining; the checkpoint's first convolution says which
+        arch = saved | {"in_chans": runs.checkpoint_in_chans(ckpt, checkpoint)}
+        clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != arch[k]]
         if clash:
-            # in_chans 0 means 'the data's own' when pretraining; the checkpoint's first convolution says which
-            shown = saved | {"in_chans": saved["in_chans"] or runs.checkpoint_in_chans(ckpt, checkpoint)}
-            fixed = ", ".join(f"{k}={shown[k]!r}" for k in clash)
+            fixed = ", ".join(f"{k}={arch[k]!r}" for k in clash)
             raise ConfigError(f"{', '.join(clash)} {'comes' if len(clash) == 1 else 'come'} from the checkpoint "
                               f"({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")
@@ -298,7 +298,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     channels = cfg.in_chans
     if init == "checkpoint":
         _, pretrained, ckpt = runs.load_run(checkpoint)
-        channels = next(p.shape[1] for p in pretrained.backbone.parameters() if p.ndim == 4)
+        channels = in_chans_of(pretrained.backbone)
         init_states["checkpoint"] = {k: v.clone() for k, v in pretrained.backbone.state_dict().items()}
         notes["checkpoint"] = {"path": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
                                "method": ckpt["config"]["method"]}

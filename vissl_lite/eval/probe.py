@@ -30,7 +30,7 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
                            cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
     if not train.labeled:
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
-                         "with --data")
+                         f"with --data{f' ({train.layout})' if train.layout else ''}")
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
@@ -301,13 +301,18 @@ def write_metrics(out_dir: Path, metrics: dict) -> Path:
     return path
 
 
+def knn_k_clamped(row: dict) -> bool:
+    """Whether a results-table row is a kNN row whose k exceeds its labeled images (knn_predict clamps k)."""
+    return row["protocol"].startswith("knn k=") and int(row["protocol"][6:]) > row["n_train"]
+
+
 def row_line(row: dict) -> str:
     """One console line for a results-table row (:func:`table_rows`), the same in every command."""
     top1 = row["metric"] == "top1"
     value = f"test {'top-1' if top1 else 'mean AUROC'} {row['mean']:6.2f} +- {row['std']:.2f}{'%' if top1 else ''}"
     auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if top1 and "auroc_mean" in row else ""
     seeds = f"{row['seeds']} seed{'' if row['seeds'] == 1 else 's'}"
-    clamped = row["protocol"].startswith("knn k=") and int(row["protocol"][6:]) > row["n_train"]
+    clamped = knn_k_clamped(row)
     return (f"  {row['protocol'].replace('_', ' '):<13} {row['init']:<11} {row['regime']:>8} labels "
             f"(n={row['n_train']:>5}): {value}{auc}  ({seeds}{', k clamped to n' if clamped else ''})")
 
@@ -323,9 +328,7 @@ def summary(metrics: dict) -> str:
             lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
         if "knn" in ev and "protocol" in ev["knn"]:
             lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
-        if "skipped" in ev.get("knn", {}):
-            lines.append(f"  kNN skipped: {ev['knn']['skipped']}")
-        return "\n".join(lines)
+        return "\n".join(lines + _knn_skipped(ev))
     lines = []
     for key, label in (("linear_probe", "SSL backbone"), ("linear_probe_random_init", "random-init backbone")):
         if key in ev:
@@ -359,6 +362,8 @@ def summary(metrics: dict) -> str:
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
-    if "skipped" in ev.get("knn", {}):
-        lines.append(f"  kNN skipped: {ev['knn']['skipped']}")
-    return "\n".join(lines)
+    return "\n".join(lines + _knn_skipped(ev))
+
+
+def _knn_skipped(ev: dict) -> list[str]:
+    return [f"  kNN skipped: {ev['knn']['skipped']}"] if "skipped" in ev.get("knn", {}) else []

@@ -47,8 +47,9 @@ def results_table(rows: list[dict]) -> str:
 def knn_clamp_note(rows: list[dict]) -> str:
     """A line naming the kNN rows whose k exceeds their labeled images (knn_predict clamps k to the bank), so no
     row claims k neighbours it did not have; empty when there are none."""
-    small = sorted({r["protocol"] for r in rows if r["protocol"].startswith("knn k=")
-                    and int(r["protocol"][6:]) > r["n_train"]})
+    from vissl_lite.eval.probe import knn_k_clamped
+
+    small = sorted({r["protocol"] for r in rows if knn_k_clamped(r)})
     if not small:
         return ""
     return f"{', '.join(small)}: where n train is below k, every labeled image votes (k is clamped to n train).\n"

@@ -73,8 +73,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
 
     if not has_labels(data):
         raise ConfigError(f"--data {data} has no labels, and transfer evaluates on it; give labeled data as --data "
-                          "(class subfolders, a labels CSV, an npz with train_labels) and unlabeled images as "
-                          "--pretrain-data")
+                          "(a folder with its images directly in two or more class subfolders, a labels CSV, an npz "
+                          "with train_labels) and unlabeled images as --pretrain-data")
     if pretrain_data:
         parse_spec(pretrain_data, "--pretrain-data")
     # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
