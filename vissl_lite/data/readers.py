@@ -341,8 +341,8 @@ def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, se
             flat = raw[0].ravel()
             pooled.append(flat[rng.integers(0, flat.size, min(pixels, flat.size))])
     if not pooled:
-        raise DataError("window 'dataset' needs 16-bit or float PNG/TIFF or DICOM grayscale files; these are 8-bit "
-                        "or colour, which are used as they are")
+        raise DataError("window 'dataset' needs 16-bit PNG/TIFF, float TIFF or DICOM grayscale files; these are "
+                        "8-bit or colour, which are used as they are")
     return percentile_window(np.concatenate(pooled))
 
 
