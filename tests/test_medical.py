@@ -181,6 +181,27 @@ def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_betw
     assert test.window == shared.window  # every split gets the training files' window
 
 
+def test_12bit_data_in_16bit_files_gets_a_note_naming_the_fix(tmp_path, capsys):
+    """12-bit values in 16-bit PNGs load nearly black under 'auto' (the documented full-range rule); pretraining
+    says so and names --window dataset or 0,4095. Full-range 16-bit data and an explicit window get no note."""
+    from vissl_lite.train import pretrain
+
+    narrow, wide = tmp_path / "narrow", tmp_path / "wide"
+    for root, top in ((narrow, 4000), (wide, 60000)):
+        root.mkdir()
+        for i in range(8):
+            write16(root / f"{i}.png", np.linspace(300, top - i, 64).reshape(8, 8))
+    auto = load_split(str(narrow), "train", 8, progress=False)
+    assert int(auto.images.max()) == round(255 * 4000 / 65535)  # the rule the note explains: 0-16 of 255
+    assert "values up to 4000 of 65535" in auto.window_note and "--window 0,4095" in auto.window_note
+    assert load_split(str(narrow), "train", 8, window="dataset", progress=False).window_note == ""
+    assert load_split(str(narrow), "train", 8, window="0,4095", progress=False).window_note == ""
+    assert load_split(str(wide), "train", 8, progress=False).window_note == ""
+    pretrain(data=str(narrow), out=str(tmp_path / "run"), image_size=8, batch_size=8, max_steps=1, probe=False,
+             progress=False, backbone="resnet18")
+    assert "--window dataset (one range from the training files)" in capsys.readouterr().out
+
+
 def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_data(tmp_path, capsys, npz_gray):
     """'--window dataset' resolves on the pretraining files; the run stores the pair, and the probes and
     fine-tuning map other data (here brighter) with it instead of with that data's own percentiles."""

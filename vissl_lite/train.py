@@ -143,6 +143,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # resolved on the training files (array formats hold 8-bit images and are never windowed)
     window = train_set.window if cfg.window == "dataset" and isinstance(train_set.window, tuple) else None
     for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data),
+                 train_set.window_note,
                  window and f"note: --window dataset maps {window[0]:g} to {window[1]:g} to 0-255 (0.5-99.5 "
                             "percentiles of the training files); evaluation and fine-tuning reuse it"):
         if main and note:

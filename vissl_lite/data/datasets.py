@@ -48,6 +48,7 @@ class ImageSet:
     window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (readers.WINDOW_HELP), resolved
     source_channels: int = 0
     layout: str = ""  # how a folder was read (labeled by subfolder or not), for a console note
+    window_note: str = ""  # a console note when 'auto' maps narrow 16-bit files (12-bit data) to dark images
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -296,13 +297,19 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
     else:
         files, labels = tree[split][0], tree[split][1]
     layout = _folder_layout(root, tree, class_names, unlabeled, carved, val_fraction)
+    top = _narrow_16bit_max(tuple(tree["train"][0])) if window == "auto" else None
+    bits = top.bit_length() if top else 0
+    window_note = "" if top is None else (
+        f"note: the sampled 16-bit files hold values up to {top} of 65535 ({bits}-bit data in 16-bit files?); "
+        f"--window auto maps the full 16-bit range, so they load as 0-{round(255 * top / 65535)} of 255, nearly "
+        f"black. Pass --window dataset (one range from the training files) or --window 0,{2 ** bits - 1}")
     skip = on_bad_file == "skip"
     source_channels = _folder_channels(tree["train"][0], skip)
     channels = channels or source_channels  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
                   class_names=list(class_names), window=window, source_channels=source_channels,
-                  layout=layout)
+                  layout=layout, window_note=window_note)
     nbytes = len(files) * channels * image_size * image_size
     stream = data_mode == "stream" or (data_mode == "auto" and nbytes > memory_limit_gb * 1e9)
     # Streaming without skip decodes later, in the loader, where a bad file stops the run and is named.
@@ -348,6 +355,11 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
     cut = [n for n in ("val", "test") if n in carved]
     return (f"{base} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
             + (f"; {' and '.join(cut)} carved from train, {val_fraction:.0%} each" if cut else ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _narrow_16bit_max(files: tuple[Path, ...]) -> int | None:
+    return readers.narrow_16bit_max(list(files))
 
 
 @functools.lru_cache(maxsize=4)

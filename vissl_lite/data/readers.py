@@ -294,6 +294,27 @@ def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float] | 
     return values, (0.0, 65535.0 if values.max() > 255 else 255.0), False
 
 
+def narrow_16bit_max(files: list[Path], samples: int = 32, seed: int = 0) -> int | None:
+    """The largest value in up to ``samples`` 16-bit integer PNG/TIFF files of ``files`` when it is at most 4095
+    (10- or 12-bit data stored in 16 bits, which 'auto' maps by the full 0-65535 range and so loads nearly black),
+    else None. DICOM (its own window) and unreadable files are not sampled; the files are decoded, so only files
+    whose header says 16-bit are read whole."""
+    rng = np.random.default_rng(seed)
+    top, seen = 0, 0
+    for i in np.sort(rng.permutation(len(files))[:samples]):
+        f = files[i]
+        if f.suffix.lower() in DICOM_EXTENSIONS:
+            continue
+        try:
+            with Image.open(f) as im:
+                if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                    continue
+                top, seen = max(top, int(np.asarray(im).max())), seen + 1
+        except DECODE_ERRORS:
+            continue
+    return top if seen and 255 < top <= 4095 else None
+
+
 def apply_window(values: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
     """Map [lo, hi] linearly to uint8 0-255, clip outside; ``invert`` flips it (MONOCHROME1). Monotone: the order
     of intensities inside the window is kept."""

@@ -35,7 +35,7 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
                                    cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
-    for note in (train.layout and f"note: {train.layout}", channel_note(train, cfg.data)):
+    for note in (train.layout and f"note: {train.layout}", channel_note(train, cfg.data), train.window_note):
         if "train" in loaded and note:
             print("  " + note)
     for name in loaded:
