@@ -76,3 +76,28 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     assert "unknown method_args for 'simclr': temprature. Valid: " in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pretrain", "--no-such-flag", "1"])
+
+
+@pytest.mark.parametrize("command,argv,says", [
+    ("linear-probe", ["--image-size", "64"], "--image-size is set by the pretraining run"),
+    ("knn", ["--no-small-input"], "--no-small-input is set by the pretraining run"),
+    ("linear-probe", ["--knn-k", "5"], "--knn-k is an option of vissl-lite knn"),
+    ("knn", ["--probe-epochs", "5"], "--probe-epochs is an option of vissl-lite linear-probe"),
+])
+def test_eval_commands_explain_flags_the_run_fixes(capsys, command, argv, says):
+    """linear-probe and knn take no pretraining flags: the error says why and lists the flags they do take,
+    rather than argparse's bare 'unrecognized arguments'."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--checkpoint", "run", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and "--label-fraction" in err and "unrecognized" not in err
+    assert "--image-size" not in build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_eval_commands_parse_only_the_flags_given():
+    """The hidden pretraining flags of linear-probe and knn add nothing to the namespace unless used (a None for
+    every config field would override the run's config)."""
+    for command in ("linear-probe", "knn"):
+        args = build_parser().parse_args([command, "--checkpoint", "run", "--data-mode", "stream", "--seeds", "2"])
+        given = {k for k in vars(args) if k in RunConfig.__dataclass_fields__} - {"data", "out", "device"}
+        assert given == {"data_mode", "seeds"}  # data, out and device are the commands' own (default: the run's)

@@ -61,6 +61,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None
             parser.add_argument(flag, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=help_text)
 
 
+# How linear-probe and knn read their data (the run's values unless given; useful with another --data).
+EVAL_DATA_FLAGS = ("val_fraction", "data_mode", "memory_limit_gb", "on_bad_file")
+
+
 def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], default_dir: str) -> None:
     parser.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) from 'vissl-lite "
                         "pretrain'")
@@ -74,6 +78,31 @@ def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], de
                             help=f"{FIELDS[name].metadata['help']} [default: {RunConfig().to_dict()[name]!r}]")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                         help="show progress bars [default: on]")
+    # Every other config flag is the run's own (the backbone was trained with it): say so instead of argparse's
+    # "unrecognized arguments".
+    taken = set(fields) | {"data", "out", "device", "progress"}
+    for name in FIELDS:
+        if name not in taken:
+            flags = ["--" + name.replace("_", "-")]
+            if _base_type(name)[0] is bool:
+                flags.append("--no-" + name.replace("_", "-"))
+            parser.add_argument(*flags, nargs="?", action=_FixedByRun, default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+
+
+class _FixedByRun(argparse.Action):
+    """A pretraining flag given to linear-probe or knn: an error naming what the command does take."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        takes = [a.option_strings[0] for a in parser._actions
+                 if a.option_strings and a.help != argparse.SUPPRESS and a.option_strings[0] != "-h"]
+        if self.dest.startswith(("probe_", "knn_")):
+            other = "knn" if self.dest.startswith("knn_") else "linear-probe"
+            parser.error(f"{option_string} is an option of vissl-lite {other}, not of {parser.prog}. Flags "
+                         f"{parser.prog} takes: {' '.join(takes)}")
+        parser.error(f"{option_string} is set by the pretraining run (its config.yaml), so {parser.prog} cannot "
+                     f"change it; it evaluates the run as trained. Flags it takes: {' '.join(takes)}. To train "
+                     "with another value, pretrain again or fine-tune (vissl-lite finetune)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "learning-rate sweep picked on the validation split, report test top-1. Writes "
                         "<out>/metrics.json with eval.linear_probe and eval.linear_probe_random_init.")
     _add_eval_flags(lp, ("probe_epochs", "probe_lrs", "probe_batch_size", "seed", "label_fraction",
-                         "labels_per_class", "seeds", "on_bad_file"), "linear_probe")
+                         "labels_per_class", "seeds", *EVAL_DATA_FLAGS), "linear_probe")
     kn = sub.add_parser("knn", help="weighted kNN on a pretrained run's frozen features (and a random-init baseline)",
                         description="L2-normalised frozen features; the k nearest train features vote with weight "
                         "exp(cos/T); test top-1 for each k. Writes <out>/metrics.json with eval.knn and "
                         "eval.knn_random_init.")
     _add_eval_flags(kn, ("knn_k", "knn_temperature", "seed", "label_fraction", "labels_per_class", "seeds",
-                         "on_bad_file"), "knn")
+                         *EVAL_DATA_FLAGS), "knn")
 
     ft = sub.add_parser("finetune", help="fine-tune the whole network with a classifier head (vs from scratch)",
                         description="Fine-tune backbone + linear head through the training loop, select the weights "

@@ -276,6 +276,11 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
     features: dict = {}
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
+    train = splits["train"]
+    print(f"vissl-lite {command}: {cfg.backbone} from {run_dir} (step {ckpt['step']}) on {train.name} "
+          f"({len(train)} train / {len(splits['val'])} val / {len(splits['test'])} test, {train.num_classes} "
+          f"{'labels' if train.multilabel else 'classes'}, {train.channels}ch, {cfg.image_size}px) on {dev} "
+          f"-> {out_dir}")
     results = run_evaluations(model, cfg, dev, baseline=baseline, splits=splits, which=(command.replace("-", "_"),),
                               features=features)
     metrics = {
