@@ -257,16 +257,35 @@ def test_resized_crop_matmul_path_matches_the_loop():
     assert torch.equal(resized_crop(x[:1], boxes[:1], 48)[0], x[0])  # the whole image at its own size: unchanged
 
 
-@pytest.mark.parametrize("size", [24, LOOP_ABOVE + 8])
-def test_resized_crop_of_uint8_is_the_crop_of_the_converted_batch(size):
-    """uint8 input gives float in [0, 1] on both paths; the per-image path converts crop by crop."""
+def test_resized_crop_of_uint8_small_is_the_crop_of_the_converted_batch():
+    """The matmul path converts uint8 input to float in [0, 1] first: exactly the float batch's crops."""
+    x8 = (images(10, side=36) * 255).round().to(torch.uint8)
+    torch.manual_seed(4)
+    params = ResizedCropFlip(24, p_flip=0.5, p_vflip=0.5).sample(x8.shape, "cpu")
+    out = resized_crop(x8, params["boxes"], 24, params["flip"], params["vflip"])
+    expected = resized_crop(x8.float() / 255, params["boxes"], 24, params["flip"], params["vflip"])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_resized_crop_of_uint8_large_is_torchvisions_uint8_resize():
+    """The per-image path resizes uint8 crops in uint8: each view is torchvision's resize of the uint8 crop (its
+    tensor pipeline's kernel) over 255, so on 8-bit levels, and within one level of resizing the float crop."""
+    size = LOOP_ABOVE + 8
     x8 = (images(10, side=size + 12) * 255).round().to(torch.uint8)
     torch.manual_seed(4)
     params = ResizedCropFlip(size, p_flip=0.5, p_vflip=0.5).sample(x8.shape, "cpu")
     out = resized_crop(x8, params["boxes"], size, params["flip"], params["vflip"])
-    expected = resized_crop(x8.float() / 255, params["boxes"], size, params["flip"], params["vflip"])
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    for i, (x0, y0, w, h) in enumerate(params["boxes"].long().tolist()):
+        expected = TF.resize(x8[i, :, y0:y0 + h, x0:x0 + w], [size, size], antialias=True)
+        assert expected.dtype == torch.uint8
+        expected = expected.flip(-1) if params["flip"][i] else expected
+        expected = expected.flip(-2) if params["vflip"][i] else expected
+        torch.testing.assert_close(out[i], expected.float() / 255, atol=1e-6, rtol=0)
+    from_float = resized_crop(x8.float() / 255, params["boxes"], size, params["flip"], params["vflip"])
+    diff = (out - from_float).abs()
+    assert diff.max() <= 1.05 / 255 and diff.mean() < 0.3 / 255  # rounding (fixed-point weights: at most a level)
 
 
 def test_blur_of_the_picked_subset_equals_the_whole_batch_convolution():
@@ -317,9 +336,9 @@ def test_large_cpu_views_are_made_in_chunks_with_the_same_result(monkeypatch):
 
 @pytest.mark.parametrize("name,channels", [("simclr", 3), ("crop_flip", 3), ("radiology", 1), ("pathology", 3)])
 def test_large_uint8_views_on_cpu_equal_the_views_of_the_float_batch(monkeypatch, name, channels):
-    """Above LOOP_ABOVE on CPU a uint8 batch is cropped as uint8 and converted crop by crop, and (except crop_flip,
-    a single step) the pipeline runs in chunks: the views equal those of the batch converted to float first, for
-    the same seed, and the input is left as it was."""
+    """Above LOOP_ABOVE on CPU a uint8 batch is cropped and resized as uint8 and (except crop_flip, a single step)
+    the pipeline runs in chunks: for the same seed the views are those of the batch converted to float first, up to
+    the resized crops' rounding to 8-bit levels, and the input is left as it was."""
     from vissl_lite.augment import views as V
 
     size = LOOP_ABOVE + 8
@@ -337,8 +356,10 @@ def test_large_uint8_views_on_cpu_equal_the_views_of_the_float_batch(monkeypatch
     assert [n for _, n in seen] == ([6, 6] if name == "crop_flip" else [2, 2, 2] * 2)
     torch.manual_seed(8)
     expected = aug(x8.float() / 255)
+    level = 1 / 255 / aug.std.min()  # one 8-bit level, normalised
     for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
+        diff = (g - e).abs()
+        assert diff.max() <= 8 * level and diff.mean() < 0.5 * level
 
 
 def test_crop_boxes_follow_scale_and_ratio():

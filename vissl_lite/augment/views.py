@@ -71,7 +71,7 @@ class _Views(nn.Module):
 
     def to_crop_input(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """The input of a pipeline that starts with :class:`ResizedCropFlip`: uint8 stays uint8 where the crop
-        converts crop by crop (CPU, large outputs; the batch is converted once per view there, in pieces),
+        resizes uint8 crops and converts its output (CPU, large outputs: once per view there, in pieces),
         otherwise the batch is converted once for all views."""
         if x.dtype == torch.uint8 and crops_one_by_one(x.device, size):
             return self.check(x)
