@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vissl_lite.cli import main
-from vissl_lite.eval.transfer import compare, medmnist_table
+from vissl_lite.eval.transfer import compare, medmnist_table, ssl_wins
 
 FAST = ["--image-size", "16", "--batch-size", "12", "--max-steps", "3", "--probe-epochs", "3", "--seeds", "2",
         "--label-fraction", "0.5,1", "--finetune-args", "epochs=1,min_steps=2,batch_size=12", "--no-progress"]
@@ -31,7 +31,37 @@ def test_compare_needs_the_gap_to_exceed_the_seed_noise():
     assert found["finetune"]["acc"]["verdict"] == "within noise" and "auc" not in found["finetune"]
     single = compare([row("knn k=20", "ssl", "10%", 5, 60.0, 0.0, seeds=1),
                       row("knn k=20", "random_init", "10%", 5, 61.0, 0.0, seeds=1)])
-    assert single[0]["acc"]["verdict"] == "worse (single seed)"
+    assert single[0]["acc"]["verdict"] == "worse, single seed"
+
+
+def test_no_win_is_claimed_without_noise_or_from_a_one_class_model():
+    """kNN on every label gives each seed the same value (std 0 on both sides): a gap there has no noise to
+    beat. An SSL model that gives every test image one class, or whose AUC is worse, is not listed as a win."""
+    same = compare([row("knn k=20", "ssl", "100%", 50, 75.0, 0.0, seeds=3),
+                    row("knn k=20", "random_init", "100%", 50, 71.0, 0.0, seeds=3)])
+    assert same[0]["acc"]["verdict"] == "better, no seed spread"
+    collapsed = row("finetune", "checkpoint", "10%", 5, 73.08, 0.0, 60.0) | {"one_class_seeds": 2}
+    auc_worse = row("linear_probe", "ssl", "10%", 5, 80.0, 1.0, 80.0)
+    rows = [collapsed, row("finetune", "scratch", "10%", 5, 60.0, 1.0, 63.6), auc_worse,
+            row("linear_probe", "random_init", "10%", 5, 70.0, 1.0, 90.0),
+            row("linear_probe", "ssl", "100%", 50, 80.0, 1.0, 90.0),
+            row("linear_probe", "random_init", "100%", 50, 70.0, 1.0, 90.0)]
+    found = compare(rows)
+    assert [c.get("one_class", False) for c in found] == [True, False, False]
+    assert all(c["acc"]["verdict"] == "better" for c in found)
+    wins, mixed = ssl_wins(found)
+    assert wins == ["linear probe 100%"]
+    assert mixed == ["fine-tune 10% (predicts one class)", "linear probe 10% (AUC worse)"]
+
+
+def test_seed_std_is_the_sample_std():
+    from vissl_lite.eval.probe import aggregate_seeds, seed_std, table_rows
+
+    assert seed_std([1.0, 3.0]) == pytest.approx(2 ** 0.5) and seed_std([5.0]) == 0.0
+    agg = aggregate_seeds([{"top1": 1.0, "n_train": 4, "lr": 0.1}, {"top1": 3.0, "n_train": 4, "lr": 0.1}])
+    assert agg["top1_std"] == pytest.approx(2 ** 0.5)
+    regime = {"name": "10%", "label_fraction": 0.1, "labels_per_class": 0, "seeds": 2}
+    assert table_rows(agg | {"label_regime": regime}, "linear_probe", "ssl")[0]["std"] == pytest.approx(2 ** 0.5)
 
 
 def test_medmnist_table_has_acc_and_auc_per_regime():

@@ -71,10 +71,18 @@ def regime_name(regime: dict) -> str:
     return f"{regime['label_fraction'] * 100:g}%"
 
 
+def seed_std(values) -> float:
+    """The sample standard deviation (n - 1) of per-seed values; 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _headline(result: dict) -> dict:
-    """The numbers a seed contributes to mean +- std: top-1 and macro AUROC, or mean AUROC and mAP."""
+    """The numbers a seed contributes to mean +- std: top-1, macro AUROC, balanced accuracy and how many classes
+    the model predicted (1: it collapsed to one class), or mean AUROC and mAP."""
     if "top1" in result and not isinstance(result["top1"], dict):
-        return {"top1": result["top1"], "auroc": result.get("metrics", {}).get("auroc_macro")}
+        m = result.get("metrics", {})
+        return {"top1": result["top1"], "auroc": m.get("auroc_macro"), "balanced": m.get("balanced_accuracy"),
+                "predicted_classes": m.get("predicted_classes")}
     if "auroc_mean" in result:
         return {"auroc_mean": result["auroc_mean"], "map": result["map"]}
     return {}
@@ -119,15 +127,17 @@ def aggregate_seeds(results: list[dict], keep: tuple[str, ...] = ("lr",)) -> dic
     if isinstance(out.get("top1"), dict):  # kNN: top-1 per k
         ks = list(out["top1"])
         out["top1"] = {k: float(np.mean([r["top1"][k] for r in results])) for k in ks}
-        out["top1_std"] = {k: float(np.std([r["top1"][k] for r in results])) for k in ks}
+        out["top1_std"] = {k: seed_std([r["top1"][k] for r in results]) for k in ks}
         out["per_seed"] = [r["top1"] for r in results]
         out["per_seed_auroc"] = [_knn_auroc(r) for r in results]
+        out["per_seed_predicted_classes"] = [{k: m.get("predicted_classes") for k, m in r["metrics"].items()}
+                                             for r in results]
         out["n_train"] = [r["n_train"] for r in results]
         return out
     heads = [k for k in ("top1", "auroc_mean", "map") if k in out]
     for k in heads:
         out[k] = float(np.mean([r[k] for r in results]))
-        out[k + "_std"] = float(np.std([r[k] for r in results]))
+        out[k + "_std"] = seed_std([r[k] for r in results])
     out["per_seed"] = [_headline(r) | {k: r[k] for k in keep} for r in results]
     out["n_train"] = [r["n_train"] for r in results]
     return out
@@ -155,19 +165,27 @@ def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
         for k in seeds[0]:
             values = [s[k] for s in seeds]
             row = base | {"protocol": f"knn k={k}", "metric": "top1", "values": values,
-                          "mean": float(np.mean(values)), "std": float(np.std(values))}
+                          "mean": float(np.mean(values)), "std": seed_std(values)}
             aucs = [a.get(k) for a in results.get("per_seed_auroc", [])]
             if aucs and all(a is not None for a in aucs):
-                row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": float(np.std(aucs))}
-            rows.append(row)
+                row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": seed_std(aucs)}
+            rows.append(row | _one_class([p.get(k) for p in results.get("per_seed_predicted_classes", [])]))
         return rows
     metric = "top1" if "top1" in seeds[0] else "auroc_mean"
     values = [s[metric] for s in seeds]
-    row = base | {"metric": metric, "values": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+    row = base | {"metric": metric, "values": values, "mean": float(np.mean(values)), "std": seed_std(values)}
     aucs = [s.get("auroc") for s in seeds]
     if metric == "top1" and all(a is not None for a in aucs):
-        row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": float(np.std(aucs))}
-    return [row]
+        row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": seed_std(aucs)}
+    if metric == "top1" and all(s.get("balanced") is not None for s in seeds):
+        row |= {"balanced_mean": float(np.mean([s["balanced"] for s in seeds]))}
+    return [row | _one_class([s.get("predicted_classes") for s in seeds])]
+
+
+def _one_class(predicted_classes: list) -> dict:
+    """``one_class_seeds``: how many seeds' models gave every test image the same class (when recorded)."""
+    known = [c for c in predicted_classes if c is not None]
+    return {"one_class_seeds": sum(c == 1 for c in known)} if known else {}
 
 
 def _evaluate_once(cached: dict, num_classes: int, pooling: str, dim: int, cfg: RunConfig,
@@ -354,8 +372,18 @@ def summary(metrics: dict) -> str:
                              f"{r['map']:.2f}  (val mean AUROC {r['val_auroc_mean']:.2f}, lr {r['lr']:g})")
     if "linear_probe" in ev and "linear_probe_random_init" in ev:
         metric = "top1" if "top1" in ev["linear_probe"] else "auroc_mean"
-        gain = ev["linear_probe"][metric] - ev["linear_probe_random_init"][metric]
-        lines.append(f"  gain from pretraining: {gain:+.2f} points ({'top-1' if metric == 'top1' else 'mean AUROC'})")
+        ssl, rnd = ev["linear_probe"], ev["linear_probe_random_init"]
+        gain = f"{ssl[metric] - rnd[metric]:+.2f} points {'top-1' if metric == 'top1' else 'mean AUROC'}"
+        if metric == "top1" and "top1_std" not in ssl:  # one full-label run each: its other metrics too
+            a, b = ssl["metrics"], rnd["metrics"]
+            gain += f", {a['balanced_accuracy'] - b['balanced_accuracy']:+.2f} balanced accuracy"
+            if a["auroc_macro"] is not None and b["auroc_macro"] is not None:
+                gain += f", {a['auroc_macro'] - b['auroc_macro']:+.2f} macro AUROC"
+        lines.append(f"  gain from pretraining: {gain}")
+        for key, label in (("linear_probe", "SSL"), ("linear_probe_random_init", "random-init")):
+            if ev[key].get("metrics", {}).get("predicted_classes") == 1 and "top1_std" not in ev[key]:
+                lines.append(f"  note: the {label} probe gives every test image the same class; its top-1 is that "
+                             "class's share of the test split")
     if "linear_probe" in ev:
         lines.append(f"  protocol: {ev['linear_probe']['protocol']}")
     for key, label in (("knn", "SSL backbone"), ("knn_random_init", "random-init backbone")):
