@@ -37,7 +37,8 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
     cfg = make_config(data=str(npz_rgb_noval), out=str(tmp_path / "run"), max_steps=2, **FAST)
     pretrain(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "step", "config", "rng", "version"} and ckpt["step"] == 2
+    assert set(ckpt) == {"model", "optimizer", "step", "config", "rng", "version", "resumes", "train_seconds"}
+    assert ckpt["step"] == 2 and ckpt["resumes"] == [] and ckpt["train_seconds"] > 0
     cfg2, model, _ = runs.load_run(tmp_path / "run")
     assert cfg2.to_dict() == ckpt["config"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
@@ -120,6 +121,25 @@ def test_resume_refuses_a_different_model(npz_rgb_noval, tmp_path):
     pretrain(make_config(**common))
     with pytest.raises(ConfigError, match="backbone: checkpoint 'resnet18' vs now 'resnet10t'"):
         pretrain(make_config(**(common | {"backbone": "resnet10t", "resume": True})))
+
+
+def test_resume_with_a_changed_schedule_says_so_and_records_it(npz_rgb_noval, tmp_path, capsys):
+    """A lower lr (after a NaN) or more steps on resume is allowed, but config.yaml then holds only the new
+    values: the console says what changed and metrics.json keeps every resume's changes and the step it
+    continued from. The training time counts every segment. The data's window is part of the run's identity."""
+    common = dict(data=str(npz_rgb_noval), out=str(tmp_path / "r"), **FAST)
+    first = pretrain(make_config(max_steps=2, **common))
+    capsys.readouterr()
+    m = pretrain(make_config(max_steps=3, lr=5e-4, resume=True, **common))
+    said = capsys.readouterr().out
+    assert "note: resuming with changed settings: max_steps 2 -> 3, lr 0.002 -> 0.0005" in said  # recipe's lr
+    assert m["train"]["resumed"] == [{"step": 2, "changed": {"max_steps": [2, 3], "lr": [0.002, 0.0005]}}]
+    assert m["train"]["seconds"] > first["train"]["seconds"]  # both segments
+    m = pretrain(make_config(max_steps=4, lr=5e-4, resume=True, **common))  # the history carries over
+    assert [r["step"] for r in m["train"]["resumed"]] == [2, 3] and m["train"]["resumed"][1]["changed"] == {
+        "max_steps": [3, 4]}
+    with pytest.raises(ConfigError, match="window: checkpoint 'auto' vs now 'file'"):
+        pretrain(make_config(max_steps=5, window="file", resume=True, **common))
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(npz_rgb_noval, tmp_path, monkeypatch):

@@ -28,7 +28,10 @@ from vissl_lite.data import DataError, channel_note, data_name, load_split, make
 
 # Keys that define what a checkpoint is; a resumed run must agree with them.
 IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
-                 "batch_size", "optimizer", "seed", "augment", "augment_args", "mean", "std")
+                 "window", "val_fraction", "batch_size", "optimizer", "seed", "augment", "augment_args", "mean", "std")
+# Keys a resume may change (e.g. a lower lr after a NaN, more steps): allowed, printed, and recorded in the
+# checkpoint and metrics.json, since config.yaml then holds only the latest values.
+SCHEDULE_KEYS = ("epochs", "max_steps", "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -171,10 +174,12 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   + (f", {len(start_weights['skipped'])} skipped ({start_weights['skipped'][0]}, ...)"
                      if start_weights["skipped"] else ""))
     optimizer = build_optimizer(model, cfg)
-    step, scaler_state = 0, None
+    step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0}
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
-        _check_resume(cfg, ckpt["config"])
+        changed = _check_resume(cfg, ckpt["config"])
+        meta["resumes"] = ckpt.get("resumes", []) + [{"step": ckpt["step"], "changed": changed}]
+        meta["train_seconds"] = ckpt.get("train_seconds", 0.0)
         if runs.legacy_projector(cfg, ckpt["model"]):
             raise runs.CheckpointError(f"{out} was written by an older vissl-lite whose SimCLR head had no output "
                                        "BatchNorm; resume it with --method-args proj_out_bn=false")
@@ -199,6 +204,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   f"{', evaluating' if cfg.probe else ''}")
         elif cfg.resume:
             print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
+        if cfg.resume and meta["resumes"][-1]["changed"]:
+            now = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in meta["resumes"][-1]["changed"].items())
+            print(f"  note: resuming with changed settings: {now}. Steps up to {step} ran with the old values; "
+                  "config.yaml now holds the new ones and metrics.json lists each change (train.resumed)")
     log_path = out / "metrics.jsonl"
     if main and not cfg.resume and log_path.exists():
         log_path.unlink()  # left by an earlier attempt that died before its first checkpoint
@@ -221,11 +230,14 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     t_train, start_step = time.time(), step
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
                     step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
-                    scaler_state=scaler_state, window=window)
+                    scaler_state=scaler_state, window=window, meta=meta)
     train_s = time.time() - t_train
 
+    summary_ = _train_summary(log_path, step, steps_per_epoch, meta["train_seconds"] + train_s, len(train_set))
+    if meta["resumes"]:  # each resume: the step it continued from and the settings it changed
+        summary_["resumed"] = meta["resumes"]
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
-               "train": _train_summary(log_path, step, steps_per_epoch, train_s, len(train_set)),
+               "train": summary_,
                "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
     if window:
         metrics["window"] = list(window)
@@ -287,7 +299,7 @@ class StepSchedule:
 def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler, cfg: RunConfig, step: int, total: int, steps_per_epoch: int, out: Path,
              hooks: list = (), desc: str = "train", checkpoint: bool = True, scaler_state: dict | None = None,
-             window: tuple[float, float] | None = None) -> int:
+             window: tuple[float, float] | None = None, meta: dict | None = None) -> int:
     """The one training loop (pretraining and fine-tuning): from ``step`` to ``total``, logging to
     ``<out>/metrics.jsonl`` and (``checkpoint``) saving ``<out>/checkpoint.pt`` every ``cfg.checkpoint_every`` steps
     and at the end.
@@ -299,6 +311,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
         hooks: ``hook(step, is_last) -> dict | None`` after each step; a returned dict is logged with the step.
         scaler_state: the fp16 loss scaler's state from the checkpoint being resumed.
         window: the resolved ``--window dataset`` range, saved with every checkpoint.
+        meta: saved with every checkpoint too; its ``train_seconds`` (the time of earlier segments) is saved as
+            the training time up to that step.
 
     Returns:
         the step reached.
@@ -323,6 +337,11 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     bar = tqdm(total=total, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True,
                leave=desc == "pretrain")
     t_log, seen, last_good = time.time(), 0, step
+    t_loop, before = t_log, (meta or {}).get("train_seconds", 0.0)
+
+    def saved_meta() -> dict | None:
+        return None if meta is None else meta | {"train_seconds": round(before + time.time() - t_loop, 1)}
+
     epoch = step // steps_per_epoch
     with _stop_requests() as stop:
         while step < total:
@@ -368,18 +387,18 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                     _check_finite(bad_loss, last_good, step, out, checkpoint)
                     if main:
                         runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints,
-                                             scaler, window)
+                                             scaler, window, saved_meta())
                     last_good = step
                 if _stop_requested(stop, step, cfg.log_every):
                     _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
-                          scaler, window)
+                          scaler, window, saved_meta())
                 if is_last:
                     break
             epoch += 1
         _check_finite(bad_loss, last_good, step, out, checkpoint)
         if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
             _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
-                  window)
+                  window, saved_meta())
     bar.close()
     return step
 
@@ -406,14 +425,15 @@ def _append(log_path: Path, record: dict) -> None:
 
 
 def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, model, optimizer, cfg: RunConfig,
-          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler, window=None) -> None:
+          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler, window=None, meta=None) -> None:
     name = signal.Signals(signum).name
     if not checkpoint:
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step and main:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, window)
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, window,
+                             meta)
     raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
                               f"'vissl-lite pretrain --out {out} --resume'", signum)
 
@@ -452,13 +472,16 @@ def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path, 
             "Try a lower --lr, --clip-grad 1.0, a longer --warmup-epochs, or --amp off.")
 
 
-def _check_resume(cfg: RunConfig, saved: dict) -> None:
+def _check_resume(cfg: RunConfig, saved: dict) -> dict:
+    """A ConfigError when ``cfg`` differs from the checkpoint's config in an identity key; else the schedule keys
+    it changes, ``{key: [checkpoint's value, new value]}``."""
     current = cfg.to_dict()
-    differ = [k for k in IDENTITY_KEYS if current.get(k) != saved.get(k)]
+    differ = [k for k in IDENTITY_KEYS if k in saved and current.get(k) != saved.get(k)]
     if differ:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ)
         raise ConfigError(f"--resume with settings that differ from the checkpoint ({detail}). Resume with the "
                           "run's own config (vissl-lite pretrain --out RUN --resume) or start a new --out")
+    return {k: [saved[k], current.get(k)] for k in SCHEDULE_KEYS if k in saved and current.get(k) != saved[k]}
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
