@@ -108,3 +108,30 @@ def test_unknown_backbone_and_method_args_are_clear():
         build_method("simclr", tiny("resnet18", 3), temp=0.1)
     with pytest.raises(ValueError, match="unknown method 'moco'"):
         build_method("moco", tiny("resnet18", 3))
+
+
+def test_method_args_of_the_wrong_type_or_that_cannot_build_are_clear():
+    with pytest.raises(ValueError, match="mask_ratio for 'mae' must be a number .* got 'abc'"):
+        build_method("mae", create_backbone("vit_tiny_patch16_224", img_size=32, patch_size=4), mask_ratio="abc")
+    with pytest.raises(ValueError, match="temperature for 'simclr' must be a number .* got True"):
+        build_method("simclr", tiny("resnet18", 3), temperature=True)
+    with pytest.raises(ValueError, match="proj_out_bn for 'simclr' must be true or false"):
+        build_method("simclr", tiny("resnet18", 3), proj_out_bn="yes")
+    assert build_method("dae", tiny("resnet18", 3), sigma=1).sigma == 1  # an int is a number
+    with pytest.raises(ValueError, match="cannot build mae with method_args .*decoder_heads.* divisible"):
+        build_method("mae", create_backbone("vit_tiny_patch16_224", img_size=32, patch_size=4), decoder_heads=5)
+
+
+def test_check_fits_names_a_backbone_too_deep_for_the_images_and_changes_nothing():
+    from vissl_lite import runs
+
+    too_deep = build_method("simclr", create_backbone("convnext_atto", in_chans=1))  # 32x downsampling
+    with pytest.raises(ValueError, match="backbone convnext_atto does not run on 1-channel 16x16 images"):
+        runs.check_fits(too_deep, 1, 16)
+    assert too_deep.training  # mode put back
+    model = build_method("simclr", tiny("resnet18", 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    runs.check_fits(model, 3, 16)
+    assert torch.equal(torch.get_rng_state(), rng)  # a resume's random stream is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too

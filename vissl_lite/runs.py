@@ -84,6 +84,31 @@ def build_model(cfg: RunConfig, in_chans: int) -> nn.Module:
     return build_method(cfg.method, build_backbone(cfg, in_chans), **cfg.method_args)
 
 
+def check_fits(model: nn.Module, channels: int, image_size: int) -> None:
+    """One forward of two blank images through ``model`` in eval mode, without gradients and with the random
+    state put back: a ValueError naming the backbone and image size when they do not fit (e.g. a backbone whose
+    downsampling leaves nothing of 28 px images), before any training step. Changes no weight, statistic or
+    random stream, so it is safe before a resume."""
+    device = next(model.parameters()).device
+    x = torch.zeros(2, channels, image_size, image_size, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if hasattr(model, "logits"):  # the classifier: backbone and head, no labels needed
+                model.logits(x)
+            else:
+                model([x] * getattr(model, "views", 1))
+    except (RuntimeError, ValueError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = getattr(model.backbone, "default_cfg", {}).get("architecture") or type(model.backbone).__name__
+        raise ValueError(f"backbone {name} does not run on {channels}-channel {image_size}x{image_size} images "
+                         f"({first}). Use a larger --image-size, a backbone that downsamples less (for small "
+                         "images e.g. resnet18, whose small-input stem keeps 28-64 px), or other method_args") from e
+    finally:
+        model.train(was_training)
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     np_state = np.random.get_state()

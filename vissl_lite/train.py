@@ -162,6 +162,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
 
     # ---- model, augmentation, optimiser
     model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
+    runs.check_fits(model, channels, cfg.image_size)  # a clear error now, not a traceback at the first step
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
                         views=model.views, **cfg.augment_args).to(device)
     start_weights = None

@@ -170,6 +170,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     if init_state is not None:
         model.backbone.load_state_dict(init_state)
     runs.to_channels_last(model.to(device))
+    runs.check_fits(model, channels, cfg.image_size)
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
                         views=model.views, **cfg.augment_args).to(device)
     decay = resolved_layer_decay(cfg, model.backbone)

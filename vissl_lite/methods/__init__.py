@@ -24,12 +24,23 @@ def check_args(name: str, kwargs: dict) -> None:
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"unknown method_args for '{name}': {', '.join(unknown)}. Valid: {', '.join(valid)}")
+    params = inspect.signature(METHODS[name]).parameters
+    for key, value in kwargs.items():
+        default = params[key].default
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and type(default) is not bool)):
+            want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(default)]
+            raise ValueError(f"method_args {key} for '{name}' must be {want} (default {default!r}), got {value!r}")
 
 
 def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
     """``METHODS[name](backbone, **kwargs)``; unknown names or arguments raise and list what is valid."""
     check_args(name, kwargs)
-    return METHODS[name](backbone, **kwargs)
+    try:
+        return METHODS[name](backbone, **kwargs)
+    except (AssertionError, RuntimeError) as e:  # e.g. timm's attention: dim not divisible by the head count
+        raise ValueError(f"cannot build {name} with method_args {kwargs or '{}'} on {type(backbone).__name__}: "
+                         f"{e or type(e).__name__}") from e
 
 
 __all__ = ["Classifier", "DAE", "MAE", "METHODS", "SimCLR", "build_method", "check_args"]

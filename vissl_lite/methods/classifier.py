@@ -71,5 +71,5 @@ class Classifier(nn.Module):
             return {"loss": F.binary_cross_entropy_with_logits(logits, target)}
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         with torch.no_grad():
-            acc = (logits.argmax(1) == labels).float().mean()
+            acc = (logits.argmax(1) == labels).float().mean() * 100  # percent, as every other top-1
         return {"loss": loss, "train_top1": acc}
