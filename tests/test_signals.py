@@ -77,9 +77,11 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(npz_gray, t
     proc.kill()
     proc.wait()
     assert runs.load_checkpoint(run)["step"] <= 60  # the last complete checkpoint loads (atomic writes)
+    (run / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # as a kill during a save leaves it
     pretrain(make_config(**cfg.to_dict() | {"out": str(run), "resume": True}))
     resumed = runs.load_checkpoint(run)["model"]
     assert all(torch.equal(v, resumed[k]) for k, v in straight.items()), f"killed near step {at}"
+    assert not list(run.glob(".checkpoint.pt.*.tmp"))  # partial saves are cleared, not kept forever
 
 
 def test_keep_last_k_checkpoints(npz_gray, tmp_path):

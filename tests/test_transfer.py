@@ -109,3 +109,20 @@ def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
     assert "unknown protocol" in capsys.readouterr().err
     assert main(["transfer", "--data", str(npz_gray), "--finetune-args", "epochs", "--out", str(tmp_path / "z")]) == 2
     assert "--finetune-args" in capsys.readouterr().err
+
+
+def test_an_interrupt_during_pretraining_points_at_transfer_resume(npz_gray, tmp_path, monkeypatch):
+    """Stopped in its pretraining step, transfer must not advise 'vissl-lite pretrain --resume', which would
+    finish pretraining only."""
+    import vissl_lite.train as train
+    from vissl_lite.eval.transfer import transfer
+
+    def stopped(cfg):
+        raise train.TrainingInterrupted(f"SIGTERM at step 3: wrote {cfg.out}/checkpoint.pt; continue with "
+                                        f"'vissl-lite pretrain --out {cfg.out} --resume'", 15)
+
+    monkeypatch.setattr(train, "pretrain", stopped)
+    with pytest.raises(train.TrainingInterrupted) as stop:
+        transfer(str(npz_gray), out=tmp_path / "t", image_size=16, progress=False)
+    assert stop.value.signum == 15 and "SIGTERM at step 3: wrote" in str(stop.value)
+    assert "'vissl-lite transfer' command with --resume" in str(stop.value) and "pretrain --out" not in str(stop.value)

@@ -171,6 +171,16 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         _snapshot(path, step, keep)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files :func:`save_checkpoint` leaves when its process is killed mid-write (SIGKILL,
+    power loss): the real checkpoint is never one of them. Call it only where no other process writes to
+    ``folder`` (a run's rank 0, at start). Returns what was removed."""
+    stale = sorted(Path(folder).glob(f".{CHECKPOINT}.*.tmp")) if Path(folder).is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
+
+
 def _snapshot(path: Path, step: int, keep: int) -> None:
     snap = path.with_name(f"{path.stem}-{step:08d}{path.suffix}")
     snap.unlink(missing_ok=True)

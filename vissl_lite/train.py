@@ -196,6 +196,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        stale = runs.remove_stale_temporaries(out)
         save_config(cfg, out / "config.yaml")
         print(f"vissl-lite pretrain: {cfg.method} on {train_set.name} ({len(train_set)} images, {channels}ch, "
               f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
@@ -205,6 +206,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   f"{', evaluating' if cfg.probe else ''}")
         elif cfg.resume:
             print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
+        if stale:
+            print(f"  removed {len(stale)} partial checkpoint file(s) left by a process killed while saving")
         if cfg.resume and meta["resumes"][-1]["changed"]:
             now = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in meta["resumes"][-1]["changed"].items())
             print(f"  note: resuming with changed settings: {now}. Steps up to {step} ran with the old values; "

@@ -106,9 +106,14 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             print(f"vissl-lite transfer: pretraining already done in {run}")
         else:
             cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
-            from vissl_lite.train import pretrain
+            from vissl_lite.train import TrainingInterrupted, pretrain
 
-            pretrain(cfg)
+            try:
+                pretrain(cfg)
+            except TrainingInterrupted as e:  # its advice ('vissl-lite pretrain --resume') would stop there
+                raise TrainingInterrupted(f"{str(e).split('; continue with')[0]}; run the same 'vissl-lite "
+                                          "transfer' command with --resume to finish pretraining and then "
+                                          "evaluate", e.signum) from None
         checkpoint = run
     elif pretrain_data:
         raise ConfigError("give --checkpoint (an existing run) or --pretrain-data (to pretrain), not both")
