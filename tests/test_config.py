@@ -101,3 +101,21 @@ def test_eval_commands_parse_only_the_flags_given():
         args = build_parser().parse_args([command, "--checkpoint", "run", "--data-mode", "stream", "--seeds", "2"])
         given = {k for k in vars(args) if k in RunConfig.__dataclass_fields__} - {"data", "out", "device"}
         assert given == {"data_mode", "seeds"}  # data, out and device are the commands' own (default: the run's)
+
+
+def test_help_shows_the_defaults_that_run_and_finetune_refuses_pretraining_flags(capsys):
+    """pretrain and transfer --help show the default recipe's values (what a plain run uses), transfer its own
+    evaluation defaults; finetune hides pretraining-only flags and refuses them instead of ignoring them."""
+    from vissl_lite.config import load_recipe
+
+    helps = {c: build_parser()._subparsers._group_actions[0].choices[c].format_help().replace("\n", " ")
+             for c in ("pretrain", "transfer", "finetune")}
+    epochs = load_recipe("simclr_quickstart")["epochs"]
+    for command in ("pretrain", "transfer"):
+        assert f"[default: {epochs}]" in " ".join(helps[command].split())
+    transfer_help = " ".join(helps["transfer"].split())
+    assert "[default: [0.01, 0.1, 1.0]]" in transfer_help and "[default: 3]" in transfer_help
+    assert "--probe-epochs" not in helps["finetune"] and "--keep-checkpoints" not in helps["finetune"]
+    with pytest.raises(SystemExit):
+        main(["finetune", "--init", "scratch", "--knn-every", "1"])
+    assert "--knn-every is a pretraining option" in capsys.readouterr().err

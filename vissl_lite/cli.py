@@ -39,20 +39,35 @@ defaults: --label-fraction 0.01,0.1,1 --seeds 3 --knn-k 20; fine-tuning uses the
 --finetune-args 'epochs=20,lr=1e-3') and the pretraining augmentation when that is a medical preset.
 """
 
+# The recipe a plain 'pretrain' (or 'transfer') uses, whose values --help shows as the defaults.
+DEFAULT_RECIPE = "simclr_quickstart"
+RECIPE_NOTE = (" Defaults shown are the simclr_quickstart recipe's; --method mae or dae takes its own quickstart "
+               "recipe, --config another.")
+# Pretraining-only settings that fine-tuning does not read.
+FINETUNE_UNUSED = ("probe", "knn_every", "probe_epochs", "probe_lrs", "probe_batch_size", "knn_k", "knn_temperature",
+                   "keep_checkpoints", "checkpoint_every")
+
 # Flags that mean nothing to the user as overrides of a recipe (they are how a run is located).
 _PRETRAIN_ONLY_HELP = {"config": "Recipe: a name shipped with the package or a path to a YAML file "
                                  "(default: <method>_quickstart; with --resume, the run's own config.yaml)."}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None) -> None:
-    """One flag per RunConfig field; the help shows ``recipe``'s value where the recipe sets one."""
+def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None, shown: dict | None = None,
+                      refused: tuple[str, ...] = ()) -> None:
+    """One flag per RunConfig field; the help shows ``recipe``'s value where the recipe sets one, or ``shown``'s.
+    ``refused`` fields (ones the command does not use) are hidden flags whose error says so."""
     from vissl_lite.config import load_recipe
 
-    defaults = RunConfig().to_dict() | (load_recipe(recipe) if recipe else {})
+    defaults = RunConfig().to_dict() | (load_recipe(recipe) if recipe else {}) | (shown or {})
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         kind, _ = _base_type(name)
+        if name in refused:
+            flags = [flag] + (["--no-" + name.replace("_", "-")] if kind is bool else [])
+            parser.add_argument(*flags, nargs="?", action=_NotUsed, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            continue
         default = defaults[name]
+        default = "auto" if default is None and name == "small_input" else default
         help_text = f"{f.metadata.get('help', '')} [default: {default!r}]".replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -90,6 +105,14 @@ def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], de
                                 help=argparse.SUPPRESS)
 
 
+class _NotUsed(argparse.Action):
+    """A pretraining-only flag given to finetune: an error instead of a silently ignored value."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is a pretraining option; {parser.prog} does not use it (see "
+                     f"{parser.prog} --help)")
+
+
 class _FixedByRun(argparse.Action):
     """A pretraining flag given to linear-probe or knn: an error naming what the command does take."""
 
@@ -114,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain", help="pretrain a backbone, then linear-probe it against a random-init one",
                          description="Pretrain a backbone with a self-supervised method. With no arguments: the "
                          "quickstart recipe on the built-in data, ending with the linear probe of the SSL backbone "
-                         "and of a random-init backbone.",
+                         "and of a random-init backbone." + RECIPE_NOTE,
                          epilog=EPILOG_PRETRAIN.format(recipes=", ".join(pretrain_recipes())),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     pre.add_argument("--config", default=None, help=_PRETRAIN_ONLY_HELP["config"])
-    _add_config_flags(pre)
+    _add_config_flags(pre, recipe=DEFAULT_RECIPE)
 
     lp = sub.add_parser("linear-probe", help="linear-probe a pretrained run (and a random-init baseline)",
                         description="Extract frozen features once, train BatchNorm1d(affine=False)+Linear with a "
@@ -148,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also fine-tune from scratch with the same settings and seeds [default: on]")
     ft.add_argument("--config", default="finetune", help="recipe [default: finetune]; with --checkpoint, the "
                     "backbone, image size, channels, normalisation and data come from the run")
-    _add_config_flags(ft, recipe="finetune")
+    _add_config_flags(ft, recipe="finetune", refused=FINETUNE_UNUSED)
 
     tr = sub.add_parser("transfer", help="SSL pretraining, then linear probe, kNN and fine-tuning at several label "
                         "fractions and seeds against random init, one report",
@@ -158,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "label fractions and seeds against random initialisation (and against --init-weights when "
                         "given). Writes <out>/report.md with a MedMNIST-style table (ACC and AUC, mean ± std) and "
                         "label-efficiency plots, and <out>/metrics.json. Every config flag below sets pretraining; "
-                        "evaluation flags (--label-fraction, --seeds, --knn-k, --probe-*) apply to every step.",
+                        "evaluation flags (--label-fraction, --seeds, --knn-k, --probe-*) apply to every step."
+                        + RECIPE_NOTE,
                         epilog=EPILOG_TRANSFER, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--config", default=None, help="pretraining recipe [default: <method>_quickstart]")
     tr.add_argument("--pretrain-data", default=None, help="unlabeled images for pretraining (any --data spec) "
@@ -169,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "e.g. 'epochs=20,lr=1e-3,augment=crop_flip'")
     tr.add_argument("--protocols", default=",".join(PROTOCOLS), help="which evaluations, comma-separated "
                     f"[default: {','.join(PROTOCOLS)}]")
-    _add_config_flags(tr)
+    _add_config_flags(tr, recipe=DEFAULT_RECIPE, shown={"label_fraction": [0.01, 0.1, 1.0], "seeds": 3,
+                                                        "knn_k": [20], "data": "required"})
 
     ex = sub.add_parser("export", help="write a run's backbone weights as safetensors that timm loads",
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
