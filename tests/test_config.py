@@ -74,6 +74,8 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     assert "'epochs' must be >= 0" in capsys.readouterr().err
     assert main(["pretrain", "--method-args", "temprature=0.5", "--max-steps", "1", "--no-probe"]) == 2
     assert "unknown method_args for 'simclr': temprature. Valid: " in capsys.readouterr().err
+    assert main(["pretrain", "--resume"]) == 2  # not "no checkpoint at runs/<a dated folder made up now>"
+    assert "--resume needs --out RUN" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pretrain", "--no-such-flag", "1"])
 

@@ -220,6 +220,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
     recipe = args.config
+    if given.get("resume") and not given.get("out"):  # the default --out is a fresh, dated folder
+        raise ConfigError("--resume needs --out RUN: the folder of the run to continue")
     if recipe is None and given.get("resume") and given.get("out"):
         saved = Path(given["out"]) / "config.yaml"
         if saved.is_file():

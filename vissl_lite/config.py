@@ -48,7 +48,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class RunConfig:
     # what to train
-    method: str = _f("simclr", "Self-supervised method: one of vissl_lite.methods.METHODS.")
+    method: str = _f("simclr", "Self-supervised method: simclr, mae or dae (finetune trains 'classifier').")
     method_args: dict = _f({}, "Keyword arguments for the method's constructor, as JSON or key=value pairs, "
                            "e.g. 'temperature=0.5'. Unknown names are an error.")
     backbone: str = _f("resnet18", "Any timm model name (ResNet and ViT families are tested); built with "
