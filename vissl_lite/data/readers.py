@@ -307,7 +307,7 @@ def narrow_16bit_max(files: list[Path], samples: int = 32, seed: int = 0) -> int
             continue
         try:
             with Image.open(f) as im:
-                if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                if im.mode not in HIGH_RANGE_MODES or im.mode == "F":  # integer modes only
                     continue
                 top, seen = max(top, int(np.asarray(im).max())), seen + 1
         except DECODE_ERRORS:

@@ -177,8 +177,6 @@ def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
     aucs = [s.get("auroc") for s in seeds]
     if metric == "top1" and all(a is not None for a in aucs):
         row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": seed_std(aucs)}
-    if metric == "top1" and all(s.get("balanced") is not None for s in seeds):
-        row |= {"balanced_mean": float(np.mean([s["balanced"] for s in seeds]))}
     return [row | _one_class([s.get("predicted_classes") for s in seeds])]
 
 
