@@ -134,14 +134,14 @@ def _as_tuple(x):
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
                     cfg: RunConfig, keep: int = 1, scaler: torch.amp.GradScaler | None = None,
-                    window: tuple[float, float] | None = None, meta: dict | None = None) -> None:
+                    meta: dict | None = None) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
     under the real name. ``keep`` > 1 also keeps ``<stem>-<step>.pt`` snapshots of the last ``keep`` saves (hard
     links to the same data where the file system allows, so the newest costs no extra space). An enabled fp16
     ``scaler`` is saved too: a resume that restarted its scale would skip steps the uninterrupted run takes.
-    ``window``: the (lo, hi) that ``--window dataset`` resolved to on the training files, which every later use
-    of the run reuses (see :func:`saved_config`). ``meta``: more entries for the payload (pretraining's training
-    seconds so far and its resume history)."""
+    ``meta``: more entries for the payload; pretraining's are its training seconds so far, its resume history and
+    ``window``, the (lo, hi) that ``--window dataset`` resolved to on the training files, which every later use of
+    the run reuses (see :func:`saved_config`)."""
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
@@ -152,8 +152,6 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     }
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
-    if window is not None:
-        payload["window"] = [float(v) for v in window]
     payload |= meta or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -176,6 +176,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                      if start_weights["skipped"] else ""))
     optimizer = build_optimizer(model, cfg)
     step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0}
+    if window:  # every later use of the run reads it from the checkpoint (runs.saved_config)
+        meta["window"] = [float(v) for v in window]
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
         changed = _check_resume(cfg, ckpt["config"])
@@ -234,7 +236,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     t_train, start_step = time.time(), step
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
                     step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
-                    scaler_state=scaler_state, window=window, meta=meta)
+                    scaler_state=scaler_state, meta=meta)
     train_s = time.time() - t_train
 
     summary_ = _train_summary(log_path, step, steps_per_epoch, meta["train_seconds"] + train_s, len(train_set))
@@ -303,7 +305,7 @@ class StepSchedule:
 def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler, cfg: RunConfig, step: int, total: int, steps_per_epoch: int, out: Path,
              hooks: list = (), desc: str = "train", checkpoint: bool = True, scaler_state: dict | None = None,
-             window: tuple[float, float] | None = None, meta: dict | None = None) -> int:
+             meta: dict | None = None) -> int:
     """The one training loop (pretraining and fine-tuning): from ``step`` to ``total``, logging to
     ``<out>/metrics.jsonl`` and (``checkpoint``) saving ``<out>/checkpoint.pt`` every ``cfg.checkpoint_every`` steps
     and at the end.
@@ -314,9 +316,9 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
             :class:`StepSchedule`).
         hooks: ``hook(step, is_last) -> dict | None`` after each step; a returned dict is logged with the step.
         scaler_state: the fp16 loss scaler's state from the checkpoint being resumed.
-        window: the resolved ``--window dataset`` range, saved with every checkpoint.
-        meta: saved with every checkpoint too; its ``train_seconds`` (the time of earlier segments) is saved as
-            the training time up to that step.
+        meta: extra checkpoint entries, saved with every checkpoint (pretraining: the resolved ``--window
+            dataset`` range, the resume history, and ``train_seconds``, the time of earlier segments, which is
+            saved as the training time up to that step).
 
     Returns:
         the step reached.
@@ -391,18 +393,18 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                     _check_finite(bad_loss, last_good, step, out, checkpoint)
                     if main:
                         runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints,
-                                             scaler, window, saved_meta())
+                                             scaler, saved_meta())
                     last_good = step
                 if _stop_requested(stop, step, cfg.log_every):
                     _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
-                          scaler, window, saved_meta())
+                          scaler, saved_meta())
                 if is_last:
                     break
             epoch += 1
         _check_finite(bad_loss, last_good, step, out, checkpoint)
         if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
             _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
-                  window, saved_meta())
+                  saved_meta())
     bar.close()
     return step
 
@@ -429,15 +431,14 @@ def _append(log_path: Path, record: dict) -> None:
 
 
 def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, model, optimizer, cfg: RunConfig,
-          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler, window=None, meta=None) -> None:
+          out: Path, bad_loss: torch.Tensor, scaler: torch.amp.GradScaler, meta=None) -> None:
     name = signal.Signals(signum).name
     if not checkpoint:
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step and main:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, window,
-                             meta)
+        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, meta)
     raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
                               f"'vissl-lite pretrain --out {out} --resume'", signum)
 
