@@ -223,9 +223,12 @@ def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, metho
     m = json.loads((run / "metrics.json").read_text())
     assert {"linear_probe", "linear_probe_random_init"} <= set(m["eval"]) and m["config"]["method"] == method
     assert (run / "reconstructions.png").stat().st_size > 1000  # every mae/dae run ends with a grid
+    assert "![reconstructions](reconstructions.png)" in (run / "report.md").read_text()
     grid = tmp_path / "grid.png"
     assert main(["reconstruct", "--checkpoint", str(run), "--out", str(grid), "--n", "4"]) == 0
     assert grid.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+    assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--n", "2", "--split", "train"]) == 0
+    assert (run / "reconstructions_train_2.png").stat().st_size > 1000  # default: beside the checkpoint
 
 
 def test_reconstruct_refuses_a_method_that_does_not_reconstruct(npz_rgb_noval, tmp_path, capsys):

@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Draw a grid with rows original / model input (masked or noisy) / "
                         "reconstruction, de-normalised (with norm_pix_loss, each patch's statistics are undone).")
     rc.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) of an mae or dae run")
-    rc.add_argument("--out", default="reconstructions.png", help="PNG to write [default: reconstructions.png]")
+    rc.add_argument("--out", default=None, help="PNG to write [default: reconstructions_<split>_<n>.png in the run "
+                    "folder]")
     rc.add_argument("--data", default=None, help="images to reconstruct (default: the run's own --data)")
     rc.add_argument("--split", default="test", choices=("train", "val", "test"), help="split [default: test]")
     rc.add_argument("--n", type=int, default=8, help="number of images [default: 8]")

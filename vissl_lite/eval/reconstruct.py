@@ -81,9 +81,14 @@ def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None
     return torch.stack([decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]])
 
 
-def reconstruct(checkpoint: str | Path, out: str | Path = "reconstructions.png", data: str | None = None,
+def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str | None = None,
                 split: str = "test", n: int = 8, device: str = "auto") -> Path:
-    """Python twin of ``vissl-lite reconstruct``: a grid for the first ``n`` images of ``split``."""
+    """Python twin of ``vissl-lite reconstruct``: a grid for the first ``n`` images of ``split``.
+
+    ``out`` defaults to ``reconstructions_<split>_<n>.png`` beside the checkpoint (so it does not replace the
+    ``reconstructions.png`` that pretraining wrote and report.md shows)."""
+    if out is None:
+        out = runs.find_checkpoint(checkpoint).parent / f"reconstructions_{split}_{n}.png"
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     images = sample_images(cfg, in_chans_of(model.backbone), n, data, split)

@@ -252,6 +252,11 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
         lines += ["## Training curves", ""]
         for label, png in curves:
             lines += [f"{label}:", "", f"![{label}]({rel(png)})", ""]
+    recon = metrics.get("reconstructions")
+    if recon and Path(recon).is_file():  # MAE / DAE: what the model makes of images it was not shown whole
+        lines += ["## Reconstructions", "", "Rows: the original, the input as the model sees it (masked or noised), "
+                  "the model's output; the first eight test images (training images where there is no test split).",
+                  "", f"![reconstructions]({rel(Path(recon))})", ""]
     protocols = {}
     for key, value in ev.items():
         if isinstance(value, dict) and "protocol" in value:
