@@ -103,6 +103,20 @@ def test_report_has_its_plots(gray_run, tmp_path):
     assert "| finetune | scratch | 50% |" in report and "Protocols" in report
 
 
+def test_finetune_curves_show_a_sub_run_that_logged_one_point(tmp_path):
+    import matplotlib.image
+
+    from vissl_lite.eval.report import plot_finetune_curves
+
+    log = tmp_path / "one.jsonl"
+    log.write_text(json.dumps({"step": 1, "loss": 0.7, "val_top1": 50.0}) + "\n")
+    png = plot_finetune_curves({"ssl 1%": log}, tmp_path / "c.png")
+    img = matplotlib.image.imread(png)[..., :3]
+    c0 = np.array([0x1F, 0x77, 0xB4]) / 255  # matplotlib's first colour, the one sub-run's
+    hits = np.abs(img - c0).max(-1) < 0.05
+    assert hits[:, : img.shape[1] // 2].sum() > 5  # the loss panel (no legend there) draws its single point
+
+
 def test_linear_probe_and_knn_reports(gray_run):
     assert main(["linear-probe", "--checkpoint", str(gray_run), "--label-fraction", "0.5,1", "--seeds", "2",
                  "--probe-epochs", "3", "--no-progress"]) == 0

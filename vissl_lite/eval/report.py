@@ -163,13 +163,14 @@ def plot_finetune_curves(logs: dict[str, Path], png: Path) -> Path | None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for i, (name, records) in enumerate(series.items()):
-        last = max(r["step"] for r in records)
+        last = max([r["step"] for r in records] + [1])
         loss = [(r["step"] / last, r["loss"]) for r in records if "loss" in r]
         val_key = next((k for r in records for k in r if k.startswith("val_")), None)
         val = [(r["step"] / last, r[val_key]) for r in records if val_key in r] if val_key else []
         style = "--" if "scratch" in name or "random" in name else "-"
         if loss:
-            axes[0].plot(*zip(*loss), style, color=f"C{i % 10}", label=name)
+            axes[0].plot(*zip(*loss), style, color=f"C{i % 10}", label=name,  # a short run's few points show too
+                         marker="o" if len(loss) <= 20 else None, markersize=3)
         if val:
             axes[1].plot(*zip(*val), style, color=f"C{i % 10}", marker="o", markersize=3, label=name)
             axes[1].set_ylabel(val_key.replace("_", " "))
