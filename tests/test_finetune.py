@@ -100,7 +100,7 @@ def test_report_has_its_plots(gray_run, tmp_path):
     report = (tmp_path / "ft" / "report.md").read_text()
     for png in ("label_efficiency.png", "confusion_matrix.png", "embedding.png", "finetune_curves.png"):
         assert f"]({png})" in report and (tmp_path / "ft" / png).stat().st_size > 5000
-    assert "| finetune | scratch | 50% |" in report and "Protocols" in report
+    assert "| fine-tune | random init (scratch) | 50% |" in report and "Protocols" in report
 
 
 def test_finetune_curves_show_a_sub_run_that_logged_one_point(tmp_path):

@@ -42,7 +42,7 @@ def test_k_above_the_bank_votes_with_every_image_and_the_table_says_so():
     assert torch.allclose(knn_predict(x, y, q, 3, k=20), knn_reference(x, y, q, 3, 6, 0.07), rtol=1e-4)
     row = dict(init="ssl", regime="1%", n_train=6, metric="top1", mean=50.0, std=0.0, seeds=1)
     clamped = results_table([row | {"protocol": "knn k=20"}, row | {"protocol": "knn k=5"}])
-    assert "knn k=20: where n train is below k" in clamped and "knn k=5:" not in clamped
+    assert "kNN k=20: where n train is below k" in clamped and "kNN k=5:" not in clamped
     assert "clamped" not in results_table([row | {"protocol": "knn k=5"}, row | {"protocol": "linear probe"}])
 
 

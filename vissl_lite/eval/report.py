@@ -26,6 +26,18 @@ def _fmt(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
 
 
+INIT_NAMES = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratch": "random init (scratch)",
+              "weights": "supplied weights"}  # metrics.json's init keys as tables and plot legends show them
+
+
+def protocol_name(protocol: str) -> str:
+    return {"linear_probe": "linear probe", "finetune": "fine-tune"}.get(protocol, protocol.replace("knn", "kNN"))
+
+
+def init_name(init: str) -> str:
+    return INIT_NAMES.get(init, init)
+
+
 def results_table(rows: list[dict]) -> str:
     """Markdown: one line per (protocol, init, regime)."""
     if not rows:
@@ -35,7 +47,8 @@ def results_table(rows: list[dict]) -> str:
                                                        "test mean AUROC |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        cells = [r["protocol"], r["init"], r["regime"], str(r["n_train"]), _fmt(r["mean"], r["std"], r["seeds"])]
+        cells = [protocol_name(r["protocol"]), init_name(r["init"]), r["regime"], str(r["n_train"]),
+                 _fmt(r["mean"], r["std"], r["seeds"])]
         if single:
             cells.append(_fmt(r["auroc_mean"], r["auroc_std"], r["seeds"]) if "auroc_mean" in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -49,7 +62,7 @@ def knn_clamp_note(rows: list[dict]) -> str:
     row claims k neighbours it did not have; empty when there are none."""
     from vissl_lite.eval.probe import knn_k_clamped
 
-    small = sorted({r["protocol"] for r in rows if knn_k_clamped(r)})
+    small = sorted({protocol_name(r["protocol"]) for r in rows if knn_k_clamped(r)})
     if not small:
         return ""
     return f"{', '.join(small)}: where n train is below k, every labeled image votes (k is clamped to n train).\n"
@@ -70,8 +83,8 @@ def plot_label_efficiency(rows: list[dict], png: Path, title: str = "") -> Path 
         pts = sorted(pts, key=lambda r: r["n_train"])
         colour = colours.setdefault(protocol, f"C{len(colours)}")
         ax.errorbar([p["n_train"] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
-                    label=f"{protocol} · {init}", color=colour, linestyle=styles.get(init, ":"), marker="o",
-                    capsize=3)
+                    label=f"{protocol_name(protocol)} · {init_name(init)}", color=colour,
+                    linestyle=styles.get(init, ":"), marker="o", capsize=3)
     ax.set_xscale("log")
     ax.set_xlabel("labeled train images (log scale)")
     metric = rows[0]["metric"]

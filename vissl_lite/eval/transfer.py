@@ -25,7 +25,7 @@ from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import FIELDS, ConfigError, config_from_dict, make_config, parse_value
 from vissl_lite.data import data_name
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
-from vissl_lite.eval.report import knn_clamp_note
+from vissl_lite.eval.report import init_name, knn_clamp_note, protocol_name
 
 PROTOCOLS = ("linear_probe", "knn", "finetune")
 # Settings that shape the evaluations; everything else configures pretraining.
@@ -200,12 +200,6 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
 # ---------------------------------------------------------------------------------------------------- tables
 
 BASELINE = {"ssl": "random_init", "checkpoint": "scratch", "weights": None}
-INIT_NAMES = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratch": "random init (scratch)",
-              "weights": "supplied weights"}
-
-
-def _protocol_name(protocol: str) -> str:
-    return {"linear_probe": "linear probe", "finetune": "fine-tune"}.get(protocol, protocol.replace("knn", "kNN"))
 
 
 def compare(rows: list[dict]) -> list[dict]:
@@ -249,7 +243,7 @@ def ssl_wins(comparison: list[dict]) -> tuple[list[str], list[str]]:
     for c in comparison:
         if c.get("acc", {}).get("verdict") != "better":
             continue
-        name = f"{_protocol_name(c['protocol'])} {c['regime']}"
+        name = f"{protocol_name(c['protocol'])} {c['regime']}"
         why = ("predicts one class" if c.get("one_class") else
                "AUC worse" if c.get("auc", {}).get("verdict") == "worse" else "")
         (mixed if why else wins).append(f"{name} ({why})" if why else name)
@@ -289,7 +283,7 @@ def medmnist_table(rows: list[dict]) -> str:
         for _, name in regimes:
             row = by.get((protocol, init, name))
             cells += [_cell(row, "mean", "std"), _cell(row, "auroc_mean", "auroc_std") if acc == "ACC" else "–"]
-        lines.append(f"| {_protocol_name(protocol)} | {INIT_NAMES.get(init, init)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {protocol_name(protocol)} | {init_name(init)} | " + " | ".join(cells) + " |")
     note = knn_clamp_note(rows)
     return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
@@ -343,7 +337,7 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
             if c.get("one_class") and "acc" in notes:
                 notes["acc"] += "; SSL: one class"
             cells = [f"{_signed(c[k]['delta'])} ({notes[k]})" if k in c else "–" for k in ("acc", "auc")]
-            lines.append(f"| {_protocol_name(c['protocol'])} | {c['regime']} ({c['n_train']}) | " + " | ".join(cells)
+            lines.append(f"| {protocol_name(c['protocol'])} | {c['regime']} ({c['n_train']}) | " + " | ".join(cells)
                          + " |")
         lines.append("")
     plots = []
@@ -373,7 +367,7 @@ def transfer_summary(metrics: dict) -> str:
     for r in metrics["eval"]["table"]:
         auc = f" / {r['auroc_mean']:5.1f}" if "auroc_mean" in r else ""
         std = f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""
-        lines.append(f"  {_protocol_name(r['protocol']):<13} {INIT_NAMES.get(r['init'], r['init']):<22} "
+        lines.append(f"  {protocol_name(r['protocol']):<13} {init_name(r['init']):<22} "
                      f"{r['regime']:>6} ({r['n_train']:>5}): {r['mean']:5.1f}{std}{auc}")
     wins, mixed = ssl_wins(metrics["eval"]["comparison"])
     lines.append(f"  SSL beats random init (ACC beyond seed noise, AUC not worse) in: {', '.join(wins) or 'none'}")
