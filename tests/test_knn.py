@@ -134,6 +134,17 @@ def test_low_label_evaluation_reports_mean_and_std_over_seeds(npz_gray, tmp_path
     k = json.loads((run / "knn" / "metrics.json").read_text())["eval"]["knn"]
     assert k["n_train"] == [6, 6, 6] and len(k["per_seed"]) == 3 and k["label_regime"]["seeds"] == 3
     assert k["top1"]["3"] == pytest.approx(np.mean([s["3"] for s in k["per_seed"]]))
+    capsys.readouterr()
+    assert main(["knn", "--checkpoint", str(run), "--labels-per-class", "2,20", "--knn-k", "3", "--no-baseline",
+                 "--out", str(tmp_path / "capped"), "--no-progress"]) == 0  # 12 train images per class
+    out = capsys.readouterr().out
+    assert "fewer labeled train images than asked in 20/class (3 of 3 classes)" in out
+    assert [line.endswith("3 classes short of 20/class)") for line in out.splitlines() if "labels (n=" in line] == \
+        [False, True]
+    report = (tmp_path / "capped" / "report.md").read_text()
+    assert "20/class: some classes have fewer" in report and "2/class:" not in report
+    rows = json.loads((tmp_path / "capped" / "metrics.json").read_text())["eval"]["table"]
+    assert [(r["regime"], r["n_train"], r["short_classes"]) for r in rows] == [("2/class", 6, 0), ("20/class", 36, 3)]
     assert main(["linear-probe", "--checkpoint", str(run), "--label-fraction", "0.5", "--seeds", "2",
                  "--probe-epochs", "3", "--no-progress"]) == 0
     lp = json.loads((run / "linear_probe" / "metrics.json").read_text())["eval"]

@@ -43,6 +43,7 @@ from vissl_lite.eval.probe import (
     load_eval_splits,
     regime_name,
     row_line,
+    short_class_note,
     table_rows,
     write_metrics,
 )
@@ -316,7 +317,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     num_classes, multilabel = splits["train"].num_classes, splits["train"].multilabel
     cfg = config_from_dict(cfg.to_dict() | {"in_chans": channels, "out": str(out), "method_args": cfg.method_args |
                                             {"num_classes": num_classes, "multilabel": multilabel}})
-    regimes = label_regimes(cfg)
+    regimes = label_regimes(cfg, splits["train"].labels.numpy())
     n_runs = len(inits) * len(regimes) * cfg.seeds
     print(f"vissl-lite finetune: {cfg.backbone} on {splits['train'].name} ({len(splits['train'])} train / "
           f"{len(splits['val'])} val / {len(splits['test'])} test, {num_classes} "
@@ -324,6 +325,8 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
           f"label regimes "
           f"{', '.join(regime_name(r) for r in regimes)}; {cfg.seeds} seed(s): {n_runs} fine-tuning runs on "
           f"{device} -> {out}")
+    if note := short_class_note(regimes, num_classes):
+        print(note)
     labels = splits["train"].labels.numpy()
     results: dict[str, dict[str, list[dict]]] = {i: {regime_name(r): [] for r in regimes} for i in inits}
     done = 0
@@ -413,7 +416,8 @@ def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:
     """The first seed's full result with headline numbers replaced by mean over seeds (+ ``_std``)."""
     return aggregate_seeds(per_seed, keep=("best_step",)) | {"label_regime": {
         "label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
-        "name": regime_name(regime), "seeds": len(per_seed), "seed_values": [r["seed"] for r in per_seed]}}
+        "short_classes": regime.get("short_classes", 0), "name": regime_name(regime), "seeds": len(per_seed),
+        "seed_values": [r["seed"] for r in per_seed]}}
 
 
 def finetune_summary(metrics: dict) -> str:

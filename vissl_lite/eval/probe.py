@@ -58,11 +58,30 @@ def backbone_features(embed, splits: dict[str, ImageSet], cfg: RunConfig, device
             for name, data in splits.items()}
 
 
-def label_regimes(cfg: RunConfig) -> list[dict]:
-    """The labeled-subset settings to evaluate, smallest first: K per class, or fractions of each class."""
+def label_regimes(cfg: RunConfig, labels: np.ndarray | None = None) -> list[dict]:
+    """The labeled-subset settings to evaluate, smallest first: K per class, or fractions of each class.
+
+    Given the train ``labels`` (single-label), each K-per-class regime also counts its ``short_classes``: classes
+    with fewer than K labeled images, which :func:`label_subset` gives all they have."""
     if cfg.labels_per_class:
-        return [{"label_fraction": 1.0, "labels_per_class": int(k)} for k in sorted(set(cfg.labels_per_class))]
+        counts = None
+        if labels is not None and np.ndim(labels) == 1:
+            labels = np.asarray(labels)
+            counts = np.unique(labels[labels >= 0], return_counts=True)[1]
+        return [{"label_fraction": 1.0, "labels_per_class": int(k),
+                 "short_classes": int((counts < k).sum()) if counts is not None else 0}
+                for k in sorted(set(cfg.labels_per_class))]
     return [{"label_fraction": float(f), "labels_per_class": 0} for f in sorted(set(cfg.label_fraction))]
+
+
+def short_class_note(regimes: list[dict], num_classes: int) -> str:
+    """A console line for K-per-class regimes that some classes cannot fill ('' when all can)."""
+    short = [f"{regime_name(r)} ({r['short_classes']} of {num_classes} classes)" for r in regimes
+             if r.get("short_classes")]
+    if not short:
+        return ""
+    return (f"  note: fewer labeled train images than asked in {', '.join(short)}: those classes use all they have; "
+            "the n column counts the images actually used")
 
 
 def regime_name(regime: dict) -> str:
@@ -96,7 +115,8 @@ def evaluate_features(cached: dict, num_classes: int, pooling: str, dim: int, cf
     regime = regime or label_regimes(cfg)[-1]
     subset = regime["label_fraction"] < 1.0 or regime["labels_per_class"] > 0
     info = {"label_fraction": regime["label_fraction"], "labels_per_class": regime["labels_per_class"],
-            "name": regime_name(regime), "seeds": cfg.seeds, "seed_values": [cfg.seed + s for s in range(cfg.seeds)]}
+            "short_classes": regime.get("short_classes", 0), "name": regime_name(regime), "seeds": cfg.seeds,
+            "seed_values": [cfg.seed + s for s in range(cfg.seeds)]}
     if not subset and cfg.seeds == 1:
         out = _evaluate_once(cached, num_classes, pooling, dim, cfg, which)
         for name, r in out.items():
@@ -157,7 +177,8 @@ def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
     regime = results["label_regime"]
     n_train = results["n_train"]
     base = {"protocol": protocol, "init": init, "regime": regime["name"], "label_fraction": regime["label_fraction"],
-            "labels_per_class": regime["labels_per_class"], "seeds": regime["seeds"],
+            "labels_per_class": regime["labels_per_class"], "short_classes": regime.get("short_classes", 0),
+            "seeds": regime["seeds"],
             "n_train": int(round(float(np.mean(n_train)))) if isinstance(n_train, list) else n_train}
     seeds = results["per_seed"]
     if protocol == "knn":
@@ -232,7 +253,9 @@ def run_evaluations(model: nn.Module, cfg: RunConfig, device: torch.device, base
         supplied = runs.build_model(cfg, channels).backbone
         load_weights_file(supplied, str(weights_file))
         candidates.append(("_weights", supplied.to(device).eval(), "weights"))
-    regimes = label_regimes(cfg)
+    regimes = label_regimes(cfg, splits["train"].labels.numpy())
+    if note := short_class_note(regimes, num_classes):
+        print(note)
     by_regime: dict[str, dict] = {regime_name(r): {} for r in regimes}
     rows = []
     for suffix, embed, tag in candidates:
@@ -334,8 +357,9 @@ def row_line(row: dict) -> str:
     auc = f"  macro AUROC {row['auroc_mean']:.2f} +- {row['auroc_std']:.2f}" if top1 and "auroc_mean" in row else ""
     seeds = f"{row['seeds']} seed{'' if row['seeds'] == 1 else 's'}"
     clamped = knn_k_clamped(row)
+    capped = f", {row['short_classes']} classes short of {row['regime']}" if row.get("short_classes") else ""
     return (f"  {row['protocol'].replace('_', ' '):<13} {row['init']:<11} {row['regime']:>8} labels "
-            f"(n={row['n_train']:>5}): {value}{auc}  ({seeds}{', k clamped to n' if clamped else ''})")
+            f"(n={row['n_train']:>5}): {value}{auc}  ({seeds}{', k clamped to n' if clamped else ''}{capped})")
 
 
 def summary(metrics: dict) -> str:

@@ -54,6 +54,10 @@ def results_table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = max(r["seeds"] for r in rows)
     note = f"\nMean ± std over {seeds} seeds (label subset and head/initialisation seed).\n" if seeds > 1 else "\n"
+    short = sorted({r["regime"] for r in rows if r.get("short_classes")}, key=lambda n: int(n.split("/")[0]))
+    if short:
+        note += (f"{', '.join(short)}: some classes have fewer labeled train images than that and use all they have "
+                 "(n train counts the images used).\n")
     return "\n".join(lines) + "\n" + note + knn_clamp_note(rows)
 
 
