@@ -116,3 +116,44 @@ def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
     log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n{"step": 3, "lo')
     _truncate_log(log, 2)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_names_the_last_checkpoint(npz_gray, tmp_path, monkeypatch, capsys):
+    """The first SIGINT asks for a stop at the step's end; a second one inside the step stops mid-way, unsaved."""
+    import vissl_lite.train as train
+    from vissl_lite.cli import main
+
+    append = train._append
+
+    def append_then_ctrl_c_twice(path, record):
+        append(path, record)
+        if record["step"] == 3:  # checkpoint_every 2: step 2 is on disk
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train, "_append", append_then_ctrl_c_twice)
+    run = tmp_path / "r"
+    assert main(["pretrain", "--data", str(npz_gray), "--out", str(run), *ARGS]) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "second SIGINT at step 3: stopped at once without saving" in err
+    assert f"{run / 'checkpoint.pt'} holds step 2" in err and "--resume" in err
+    assert runs.load_checkpoint(run)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_ctrl_c_during_the_probes_says_training_is_saved(npz_gray, tmp_path, monkeypatch, capsys):
+    import vissl_lite.eval.probe as probe
+    from vissl_lite.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe, "run_evaluations", interrupted)
+    run = tmp_path / "r"
+    args = ["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
+            "--max-steps", "2", "--no-progress"]
+    assert main(args) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "SIGINT during evaluation: training finished" in err and "holds step 2" in err
+    assert f"'vissl-lite pretrain --out {run} --resume' (it only runs the probes)" in err
+    assert runs.load_checkpoint(run)["step"] == 2

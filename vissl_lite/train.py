@@ -57,7 +57,8 @@ def _stop_requests():
         return
 
     def request(signum, frame):
-        if flag["signum"] is not None:  # a second signal: stop now
+        if flag["signum"] is not None:  # a second signal: stop now (run_loop says what is on disk)
+            flag["second"] = signum
             raise KeyboardInterrupt
         flag["signum"] = signum
 
@@ -262,7 +263,16 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         from vissl_lite.eval.probe import run_evaluations
 
         t_probe = time.time()
-        metrics["eval"] = run_evaluations(model, cfg, device, baseline=True, splits=eval_splits, features=features)
+        try:
+            metrics["eval"] = run_evaluations(model, cfg, device, baseline=True, splits=eval_splits,
+                                              features=features)
+        except KeyboardInterrupt:  # training is saved; only the probes are lost
+            if not main:
+                raise
+            raise TrainingInterrupted(
+                f"SIGINT during evaluation: training finished and {out / runs.CHECKPOINT} holds step {step}; "
+                f"evaluate with 'vissl-lite pretrain --out {out} --resume' (it only runs the probes) or "
+                f"'vissl-lite linear-probe --checkpoint {out}'", signal.SIGINT) from None
         metrics["class_names"] = eval_splits["train"].class_names
         metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
     elif cfg.probe and skip_reason:
@@ -349,62 +359,73 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
         return None if meta is None else meta | {"train_seconds": round(before + time.time() - t_loop, 1)}
 
     epoch = step // steps_per_epoch
-    with _stop_requests() as stop:
-        while step < total:
-            loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
-            for x, y in loader:
-                scheduler.step_update(step)
-                lr = max(group["lr"] for group in optimizer.param_groups)
-                views = aug(x)  # list of (B, C, S, S) float
-                if channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    outputs = train_model(views, y)
-                loss = outputs["loss"]
-                bad_loss |= ~torch.isfinite(loss.detach())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
-                        bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                seen += x.shape[0] * dist.world_size()
-                bar.update(1)
-                is_last = step >= total
-                if step % cfg.log_every == 0 or is_last:
-                    _check_finite(bad_loss, last_good, step, out, checkpoint)
-                    now = time.time()
-                    record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                              **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
-                              "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
-                    t_log, seen = now, 0
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-                    if main:
-                        _append(log_path, record)
-                for hook in hooks:
-                    extra = hook(step, is_last)
-                    if extra and main:
-                        _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
-                if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
-                    _check_finite(bad_loss, last_good, step, out, checkpoint)
-                    if main:
-                        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints,
-                                             scaler, saved_meta())
-                    last_good = step
-                if _stop_requested(stop, step, cfg.log_every):
-                    _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
-                          scaler, saved_meta())
-                if is_last:
-                    break
-            epoch += 1
-        _check_finite(bad_loss, last_good, step, out, checkpoint)
-        if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
-            _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
-                  saved_meta())
+    stop: dict = {}
+    try:
+        with _stop_requests() as stop:
+            while step < total:
+                loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
+                for x, y in loader:
+                    scheduler.step_update(step)
+                    lr = max(group["lr"] for group in optimizer.param_groups)
+                    views = aug(x)  # list of (B, C, S, S) float
+                    if channels_last:
+                        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        outputs = train_model(views, y)
+                    loss = outputs["loss"]
+                    bad_loss |= ~torch.isfinite(loss.detach())
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.clip_grad > 0:
+                        scaler.unscale_(optimizer)
+                        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                        if amp_dtype != torch.float16:  # fp16's scaler skips non-finite steps by design
+                            bad_loss |= ~torch.isfinite(grad_norm)  # a NaN gradient would poison the weights
+                    scaler.step(optimizer)
+                    scaler.update()
+                    step += 1
+                    seen += x.shape[0] * dist.world_size()
+                    bar.update(1)
+                    is_last = step >= total
+                    if step % cfg.log_every == 0 or is_last:
+                        _check_finite(bad_loss, last_good, step, out, checkpoint)
+                        now = time.time()
+                        record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
+                                  **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
+                                  "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
+                        t_log, seen = now, 0
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                        if main:
+                            _append(log_path, record)
+                    for hook in hooks:
+                        extra = hook(step, is_last)
+                        if extra and main:
+                            _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
+                    if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
+                        _check_finite(bad_loss, last_good, step, out, checkpoint)
+                        if main:
+                            runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg,
+                                                 cfg.keep_checkpoints, scaler, saved_meta())
+                        last_good = step
+                    if _stop_requested(stop, step, cfg.log_every):
+                        _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
+                              scaler, saved_meta())
+                    if is_last:
+                        break
+                epoch += 1
+            _check_finite(bad_loss, last_good, step, out, checkpoint)
+            if stop["signum"] is not None:  # arrived during the last step: training is done and saved; stop here
+                _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
+                      saved_meta())
+    except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) mid-step: no checkpoint now; say what there is
+        signum = stop.get("second") or signal.SIGINT
+        name = signal.Signals(signum).name
+        if not checkpoint:
+            raise TrainingInterrupted(f"second {name} at step {step}: stopped at once", signum) from None
+        saved = (f"{out / runs.CHECKPOINT} holds step {last_good}; continue with 'vissl-lite pretrain --out {out} "
+                 "--resume'" if (out / runs.CHECKPOINT).is_file() else "no checkpoint had been written yet")
+        raise TrainingInterrupted(f"second {name} at step {step}: stopped at once without saving; {saved}",
+                                  signum) from None
     bar.close()
     return step
 
