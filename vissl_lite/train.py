@@ -202,13 +202,17 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         stale = runs.remove_stale_temporaries(out)
         save_config(cfg, out / "config.yaml")
         print(f"vissl-lite pretrain: {cfg.method} on {train_set.name} ({len(train_set)} images, {channels}ch, "
-              f"{cfg.image_size}px) with {cfg.backbone}, {total} steps of {cfg.batch_size} on {device}"
+              f"{cfg.image_size}px) with {cfg.backbone}, {_steps(total)} of {cfg.batch_size} on {device}"
               f"{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''} -> {out}")
         if cfg.resume and step >= total:
             print(f"  resumed: the checkpoint is already at step {step} of {total}; nothing left to train"
                   f"{', evaluating' if cfg.probe else ''}")
         elif cfg.resume:
             print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
+        if total and round(cfg.warmup_epochs * steps_per_epoch) >= total:
+            print(f"  note: the whole run ({_steps(total)}) is warmup (--warmup-epochs {cfg.warmup_epochs:g} is "
+                  f"{round(cfg.warmup_epochs * steps_per_epoch)} steps here): the learning rate only ramps up, no "
+                  "cosine decay; lower --warmup-epochs for one")
         if stale:
             print(f"  removed {len(stale)} partial checkpoint file(s) left by a process killed while saving")
         if cfg.resume and meta["resumes"][-1]["changed"]:
@@ -287,7 +291,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
 
         report = write_report(out, metrics, features, train_curves=out / "train_curves.png")
         tr = metrics["train"]
-        done = f"{step} steps" if not start_step else f"{step} steps ({step - start_step} after resuming)"
+        done = _steps(step) + (f" ({step - start_step} after resuming)" if start_step else "")
         print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {done}, final loss {tr['final_loss']}, "
               f"{tr['images_per_s']:.0f} images/s. Run folder: {out}")
         if "eval" in metrics and "skipped" not in metrics["eval"]:
@@ -297,6 +301,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         print(f"  report: {report}")
     dist.cleanup()
     return metrics
+
+
+def _steps(n: int) -> str:
+    return f"{n} step{'' if n == 1 else 's'}"
 
 
 class StepSchedule:
