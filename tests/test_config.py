@@ -30,7 +30,7 @@ def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
     ("epochs", "ten", "bad value 'ten' for config key 'epochs'"),
     ("lr", True, "bad value True for config key 'lr'"),
     ("optimizer", "adam", "Valid: adamw, lars, sgd"),
-    ("method", "byol", "unknown method 'byol'. Valid: simclr, mae, dae"),
+    ("method", "byol", "unknown method 'byol'. Valid: simclr, mae, dae$"),
     ("batch_size", 0, "'batch_size' must be > 0"),
     ("val_fraction", 1.5, "val_fraction"),
     ("in_chans", 2, "in_chans"),

@@ -210,6 +210,13 @@ def test_mixup_classifier_trains_and_multilabel_mixup_is_refused():
         Classifier(create_backbone("resnet18", img_size=16))
 
 
+def test_a_pretraining_method_or_recipe_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="not 'mae'; drop --method$"):
+        finetune_config(method="mae")
+    with pytest.raises(ConfigError, match=r"not 'dae' \(from --config dae_quickstart, a pretraining recipe\)"):
+        finetune_config(recipe="dae_quickstart")
+
+
 def test_checkpoint_fixes_the_architecture(gray_run):
     with pytest.raises(ConfigError, match="come.*from the checkpoint"):
         finetune_config(gray_run, backbone="resnet34")

@@ -287,13 +287,13 @@ def load_recipe(name_or_path: str) -> dict:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone do not catch, before any work starts."""
-    from vissl_lite.methods import METHODS
+    from vissl_lite.methods import METHODS, unknown_method
 
     for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"bad value {getattr(cfg, key)!r} for '{key}'. Valid: {', '.join(choices)}")
     if cfg.method not in METHODS:
-        raise ConfigError(f"unknown method '{cfg.method}'. Valid: {', '.join(METHODS)}")
+        raise ConfigError(unknown_method(cfg.method))
 
     from vissl_lite.backbones import check_backbone_name, is_vit_name
 

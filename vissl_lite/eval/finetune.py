@@ -73,7 +73,10 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
         values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS if k in saved}  # older runs lack newer keys
     values = merge_overrides(values, overrides)
     if values.get("method") != "classifier":
-        raise ConfigError(f"fine-tuning trains the 'classifier' method, not '{values.get('method')}'; drop --method")
+        given = "method" in overrides
+        raise ConfigError(f"fine-tuning trains the 'classifier' method, not '{values.get('method')}'"
+                          + ("; drop --method" if given else f" (from --config {recipe}, a pretraining recipe); use "
+                             "a fine-tuning recipe (the default, 'finetune') or none"))
     return validate(RunConfig(**{k: parse_value(k, v) for k, v in values.items()}))
 
 

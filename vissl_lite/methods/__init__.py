@@ -14,12 +14,17 @@ from vissl_lite.methods.mae import MAE
 from vissl_lite.methods.simclr import SimCLR
 
 METHODS = {"simclr": SimCLR, "mae": MAE, "dae": DAE, "classifier": Classifier}  # classifier: fine-tuning
+SSL_METHODS = tuple(m for m in METHODS if m != "classifier")
+
+
+def unknown_method(name: str) -> str:
+    return f"unknown method '{name}'. Valid: {', '.join(SSL_METHODS)}"  # classifier: finetune sets it itself
 
 
 def check_args(name: str, kwargs: dict) -> None:
     """Raise ValueError naming an unknown method or unknown constructor arguments and listing the valid ones."""
     if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'. Valid: {', '.join(METHODS)}")
+        raise ValueError(unknown_method(name))
     valid = [p for p in inspect.signature(METHODS[name]).parameters if p != "backbone"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
