@@ -109,6 +109,12 @@ def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
     assert "unknown protocol" in capsys.readouterr().err
     assert main(["transfer", "--data", str(npz_gray), "--finetune-args", "epochs", "--out", str(tmp_path / "z")]) == 2
     assert "--finetune-args" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["transfer", "--data", str(npz_gray), "--checkpoint", str(tmp_path / "bad.pt"), "--out",
+                 str(tmp_path / "w")]) == 2
+    assert "cannot load checkpoint" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "v")]) == 2
+    assert not any((tmp_path / d).exists() for d in "xyzwv")  # a failed start leaves no empty run folder
 
 
 def test_an_interrupt_during_pretraining_points_at_transfer_resume(npz_gray, tmp_path, monkeypatch):

@@ -96,7 +96,6 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     if (out / "metrics.json").is_file() and not resume:
         raise FileExistsError(f"{out} already holds a transfer result; pass --resume to reuse its steps, or choose "
                               "another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
     # ---- 1. self-supervised pretraining (in-domain, unlabeled)
     if checkpoint is None:
@@ -119,6 +118,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         raise ConfigError("give --checkpoint (an existing run) or --pretrain-data (to pretrain), not both")
     ckpt_file = runs.find_checkpoint(checkpoint)
     pre_cfg = runs.load_checkpoint(ckpt_file)["config"]  # read once: the file holds the optimizer state too
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad --checkpoint or pretraining input leaves no folder
 
     # ---- 2. frozen features: linear probe and kNN
     steps: dict[str, dict] = {}
