@@ -53,9 +53,10 @@ _PRETRAIN_ONLY_HELP = {"config": "Recipe: a name shipped with the package or a p
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None, shown: dict | None = None,
-                      refused: tuple[str, ...] = ()) -> None:
+                      refused: tuple[str, ...] = (), helps: dict | None = None) -> None:
     """One flag per RunConfig field; the help shows ``recipe``'s value where the recipe sets one, or ``shown``'s.
-    ``refused`` fields (ones the command does not use) are hidden flags whose error says so."""
+    ``refused`` fields (ones the command does not use) are hidden flags whose error says so; ``helps`` replaces
+    the field's help where the command means something else by it."""
     from vissl_lite.config import load_recipe
 
     defaults = RunConfig().to_dict() | (load_recipe(recipe) if recipe else {}) | (shown or {})
@@ -68,7 +69,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None
             continue
         default = defaults[name]
         default = "auto" if default is None and name == "small_input" else default
-        help_text = f"{f.metadata.get('help', '')} [default: {default!r}]".replace("%", "%%")
+        help_text = f"{(helps or {}).get(name, f.metadata.get('help', ''))} [default: {default!r}]".replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
@@ -171,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also fine-tune from scratch with the same settings and seeds [default: on]")
     ft.add_argument("--config", default="finetune", help="recipe [default: finetune]; with --checkpoint, the "
                     "backbone, image size, channels, normalisation and data come from the run")
-    _add_config_flags(ft, recipe="finetune", refused=FINETUNE_UNUSED)
+    _add_config_flags(ft, recipe="finetune", refused=FINETUNE_UNUSED, helps={
+        "resume": "Finish an interrupted fine-tuning in --out: sub-runs with a result.json are reused, the one "
+                  "that was stopped starts over."})
 
     tr = sub.add_parser("transfer", help="SSL pretraining, then linear probe, kNN and fine-tuning at several label "
                         "fractions and seeds against random init, one report",
@@ -194,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--protocols", default=",".join(PROTOCOLS), help="which evaluations, comma-separated "
                     f"[default: {','.join(PROTOCOLS)}]")
     _add_config_flags(tr, recipe=DEFAULT_RECIPE, shown={"label_fraction": [0.01, 0.1, 1.0], "seeds": 3,
-                                                        "knn_k": [20], "data": "required"})
+                                                        "knn_k": [20], "data": "required"}, helps={
+        "resume": "Finish an interrupted transfer in --out: pretraining continues from its checkpoint, finished "
+                  "steps (and fine-tuning sub-runs) are reused."})
 
     ex = sub.add_parser("export", help="write a run's backbone weights as safetensors that timm loads",
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
