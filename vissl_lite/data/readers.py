@@ -432,7 +432,8 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     """A CSV that labels image files: a ``path`` column (relative to the CSV's folder, or absolute), an optional
     ``split`` column (train / val / test), and the labels:
 
-    - one other column: single-label; its values are class names (sorted), or integers used as they are;
+    - one other column: single-label; its values are class names (sorted), or integer codes (0..K-1 used as they
+      are; codes that skip values, e.g. 1/2, one class each in sorted order);
     - several other columns: multi-label, one 0/1 column per label (the header names the labels).
 
     Returns ``{split: (files, labels, class_names)}`` like :func:`read_folder`.
@@ -472,6 +473,12 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     if missing:
         raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}; paths are "
                         "relative to the CSV's folder")
+    seen: dict = {}
+    for r, f in zip(rows, files):
+        first = seen.setdefault(f.resolve(), r["_line"])
+        if first != r["_line"]:  # one image in two rows: two labels, or the same image in train and test
+            raise DataError(f"{path} lists {r['path']} twice (lines {first} and {r['_line']}); list each image once "
+                            "(several labels of one image: one 0/1 column per label)")
     if len(label_cols) == 1:
         values = [r[label_cols[0]] for r in rows]
         blank = [r["_line"] for r, v in zip(rows, values) if not v]
@@ -482,7 +489,12 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
             labels = np.array([int(v) for v in values], dtype=np.int64)
             if labels.min() < 0:
                 raise DataError(f"{path}: label column '{label_cols[0]}' has negative integers; classes are 0, 1, ...")
-            class_names = [str(c) for c in range(int(labels.max()) + 1)]
+            codes = np.unique(labels)
+            if len(codes) == codes[-1] + 1:  # 0 .. K-1: the codes are the classes
+                class_names = [str(c) for c in range(int(labels.max()) + 1)]
+            else:  # e.g. 1/2 or 1000/2000: one class per code used (not max + 1 classes, most of them empty)
+                class_names = [str(c) for c in codes]
+                labels = np.searchsorted(codes, labels).astype(np.int64)
         else:
             class_names = sorted(set(values))
             labels = np.array([class_names.index(v) for v in values], dtype=np.int64)
@@ -501,10 +513,12 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
                         "cells to 0 or 1 first. For one label column plus a split column, name it 'split'")
                 labels[i, j] = value
         class_names = label_cols
-    splits = [r.get("split", "").strip().lower() or "train" for r in rows]
-    unknown = sorted(set(splits) - {"train", "val", "test"})
+    alias = {name: split for split, names in SPLIT_ALIASES.items() for name in names}
+    given = [r.get("split", "").strip().lower() or "train" for r in rows]
+    unknown = sorted(set(given) - set(alias))
     if unknown:
-        raise DataError(f"{path}: unknown split value(s) {unknown}; use train, val or test")
+        raise DataError(f"{path}: unknown split value(s) {unknown}; use train, val (or valid, validation) or test")
+    splits = [alias[s] for s in given]
     out = {}
     for name in ("train", "val", "test"):
         idx = [i for i, s in enumerate(splits) if s == name]
