@@ -73,6 +73,14 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
                             "(N, H, W, 1|3)")
         if labels is not None and len(labels) != len(images):
             raise DataError(f"{path}: '{split}_labels' has {len(labels)} rows for {len(images)} images")
+        if labels is not None and labels.dtype.kind not in "biuf":
+            raise DataError(f"{path}: '{split}_labels' holds {labels.dtype} values (e.g. {labels.flat[0]!r}); "
+                            "store integer class codes 0..K-1 (or 0/1 columns for multi-label), and the class "
+                            "names in your own notes, or use a labels CSV, which takes class names")
+        if labels is not None and labels.dtype.kind == "f" and labels.size and not (
+                np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+            raise DataError(f"{path}: '{split}_labels' has non-integer values; labels are class codes 0..K-1 or "
+                            "0/1 columns")
         out[split] = (images, labels)
     if "train" not in out:
         raise DataError(f"{path} has no 'train_images' array (keys: {', '.join(sorted(keys))}); a MedMNIST-style "
