@@ -126,7 +126,7 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
     with pytest.raises(DataError, match="count.npz"):
         load_split(str(tmp_path / "count.npz"), "train", 8)
     np.savez(tmp_path / "names.npz", train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.array(["a", "b"]))
-    with pytest.raises(DataError, match=r"names.npz: 'train_labels' holds <U1 values \(e.g. np.str_\('a'\)\)"):
+    with pytest.raises(DataError, match=r"names.npz: 'train_labels' holds <U1 values.*integer class codes"):
         load_split(str(tmp_path / "names.npz"), "train", 8)
     np.savez(tmp_path / "half.npz", train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.array([0.5, 1]))
     with pytest.raises(DataError, match="half.npz: 'train_labels' has non-integer values"):
