@@ -2,6 +2,7 @@
 loads, giving the same features as the run's own backbone."""
 
 import json
+import textwrap
 
 import pytest
 import timm
@@ -46,10 +47,14 @@ def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
     mean, std = default_stats(kwargs["in_chans"], cfg.mean, cfg.std)  # what the run normalised with
     assert json.loads(meta["mean"]) == list(mean) and json.loads(meta["std"]) == list(std)
     assert f"mean={tuple(round(m, 4) for m in mean)}" in printed  # the printed call hands them to timm
-    model = timm.create_model(meta["backbone"], pretrained=True, num_classes=0, **kwargs,
-                              pretrained_cfg_overlay=dict(file=str(out), mean=mean, std=std)).eval()
+    code = printed.split("Load it with timm:\n")[1].split("\ntimm.data")[0]
+    scope: dict = {}
+    exec(textwrap.dedent(code), scope)  # the printed call, as a user pastes it
+    model = scope["model"].eval()
     data_cfg = timm.data.resolve_model_data_config(model)
-    assert data_cfg["mean"] == mean and data_cfg["std"] == std
+    assert data_cfg["mean"] == tuple(round(m, 4) for m in mean) and data_cfg["crop_pct"] == 1.0
+    assert data_cfg["input_size"] == (kwargs["in_chans"], 16, 16) and data_cfg["interpolation"] == "bilinear"
+    assert meta["window"] == "auto" and "--window" not in printed
     x = torch.randn(4, kwargs["in_chans"], 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval().embed(x), atol=1e-5)
@@ -62,9 +67,23 @@ def test_small_input_resnet_export_says_how_to_load(npz_gray, tmp_path, capsys):
     pretrain(make_config(data=str(npz_gray), out=str(run), image_size=16, batch_size=12, max_steps=1, probe=False,
                          progress=False, small_input=True))
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "b.safetensors")]) == 0
-    assert "small-input" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "small-input" in printed and "create_backbone('resnet18', in_chans=1, img_size=16, small_input=True)" \
+        in printed
     model = create_backbone("resnet18", in_chans=1, img_size=16, small_input=True)
     assert not load_weights_file(model, tmp_path / "b.safetensors")["missing"]
+    for bad in ("checkpoint.pt", "model.pth"):  # a typo must not replace the run's checkpoint
+        before = (run / "checkpoint.pt").read_bytes() if bad == "checkpoint.pt" else None
+        assert main(["export", "--checkpoint", str(run), "--out", str(run / bad)]) == 2
+        assert f"name it {bad.split('.')[0]}.safetensors" in capsys.readouterr().err
+        if before is not None:
+            assert (run / "checkpoint.pt").read_bytes() == before
+        else:
+            assert not (run / bad).exists()
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert main(["export", "--checkpoint", str(run), "--out", str(folder)]) == 0
+    assert [p.name for p in folder.iterdir()] == ["backbone.safetensors"]  # no temporary left beside it
     _, trained, _ = runs.load_run(run)
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():

@@ -306,11 +306,19 @@ def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
 
 def export_backbone(run: str | Path, out: str | Path) -> dict:
     """Write the run's backbone weights as safetensors (atomically), with the settings needed to rebuild it in
-    the file's metadata. Returns ``{"file", "backbone", "timm_kwargs", "tensors", "mean", "std"}``."""
+    the file's metadata. ``out`` may be a folder (the file is ``backbone.safetensors`` in it); a file must end in
+    ``.safetensors``, the suffix timm reads the format from. Returns ``{"file", "backbone", "timm_kwargs",
+    "tensors", "mean", "std", "in_chans", "image_size", "window"}``."""
     import json
 
     from safetensors.torch import save_file
 
+    out = Path(out)
+    if out.is_dir():
+        out = out / "backbone.safetensors"
+    if out.suffix != ".safetensors":  # also keeps a typo from replacing the run's own checkpoint.pt
+        raise ValueError(f"--out {out}: the export is a safetensors file; name it {out.stem}.safetensors (timm "
+                         "reads any other suffix with torch.load and fails)")
     cfg, model, ckpt = load_run(run)
     backbone = model.backbone
     in_chans = in_chans_of(backbone)
@@ -322,11 +330,15 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
     meta = {"format": "pt", "vissl_lite": __version__, "backbone": cfg.backbone, "method": cfg.method,
             "step": str(ckpt["step"]), "image_size": str(cfg.image_size), "in_chans": str(in_chans),
             "small_input": json.dumps(cfg.small_input), "patch_size": str(cfg.patch_size),
-            "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(mean), "std": json.dumps(std)}
-    out = Path(out)
+            "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(mean), "std": json.dumps(std),
+            "window": str(cfg.window)}  # how files of more than 8 bits were mapped to 0-255 before the backbone
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"file": str(out), "backbone": cfg.backbone, "timm_kwargs": kwargs, "tensors": len(state),
-            "mean": [round(m, 4) for m in mean], "std": [round(v, 4) for v in std]}
+            "mean": [round(m, 4) for m in mean], "std": [round(v, 4) for v in std], "in_chans": in_chans,
+            "image_size": cfg.image_size, "window": str(cfg.window)}
