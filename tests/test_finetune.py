@@ -240,6 +240,12 @@ def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):
     assert torch.allclose(gray.conv1.weight, source.conv1.weight.sum(1, keepdim=True))  # 3 -> 1 channel: summed
     assert torch.equal(gray.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert not info["missing"] and not info["skipped"]
+    save_file(gray.state_dict(), tmp_path / "gray.safetensors")  # 1 -> 3: repeated, divided by 3
+    rgb = create_backbone("resnet18", in_chans=3, img_size=224)
+    assert not load_weights_file(rgb, tmp_path / "gray.safetensors")["skipped"]
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():  # a gray image copied to three channels: the features the gray stem gave
+        assert torch.allclose(rgb.eval()(x.repeat(1, 3, 1, 1)), gray.eval()(x), atol=1e-5)
     small = create_backbone("resnet18", in_chans=3, img_size=32, small_input=True)
     info = load_weights_file(small, tmp_path / "r18.safetensors")
     assert info["skipped"] == ["conv1.weight (64, 3, 7, 7) vs (64, 3, 3, 3)"]  # said, not silently dropped
@@ -251,7 +257,7 @@ def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):
         load_weights_file(gray, tmp_path / "bad.pth")
 
 
-def test_finetune_from_a_weights_file(npz_gray, tmp_path):
+def test_finetune_from_a_weights_file(npz_gray, tmp_path, capsys):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -260,6 +266,9 @@ def test_finetune_from_a_weights_file(npz_gray, tmp_path):
     m = finetune(init_weights=tmp_path / "w.safetensors", data=str(npz_gray), out=tmp_path / "ft",
                  **FT | {"epochs": 1})
     assert m["inits"] == ["weights", "scratch"] and m["initialisation"]["weights"]["loaded"] > 50
+    loaded = m["initialisation"]["weights"]["loaded"]
+    assert f"--init-weights started from {tmp_path / 'w.safetensors'}: {loaded} tensors loaded\n" in \
+        capsys.readouterr().out
 
 
 def test_continued_pretraining_starts_from_a_weights_file(npz_gray, tmp_path):

@@ -90,12 +90,20 @@ def in_chans_of(model: nn.Module) -> int:
 
 
 
+def describe_load(info: dict) -> str:
+    """One console line for :func:`load_weights_file`'s result."""
+    skipped = info["skipped"]
+    more = f", {len(skipped) - 1} more" if len(skipped) > 1 else ""
+    return (f"started from {info['file']}: {info['loaded']} tensors loaded"
+            + (f", {len(skipped)} skipped ({skipped[0]}{more}; they keep their random init)" if skipped else ""))
+
+
 def load_weights_file(model: nn.Module, path: str) -> dict:
     """Load a local timm weights file (safetensors or a torch state dict, e.g. ImageNet weights the user
     downloaded) into backbone ``model``, adapting what can be adapted and saying what could not.
 
-    - the first conv / patch embedding is summed or repeated across channels for 1 <-> 3 channel inputs (timm's
-      ``adapt_input_conv``);
+    - the first conv / patch embedding is summed across channels for 3 -> 1 (timm's ``adapt_input_conv``) or
+      repeated and divided by the channel count for 1 -> 3;
     - ViT position embeddings and patch embeddings are resampled to the model's grid (timm's checkpoint filter);
     - classifier weights and anything else the backbone lacks are dropped;
     - a tensor whose shape still differs (e.g. the 7x7 ImageNet stem against the 3x3 small-input stem) is skipped.
@@ -120,7 +128,15 @@ def load_weights_file(model: nn.Module, path: str) -> dict:
     own = model.state_dict()
     first = next(k for k, v in own.items() if v.ndim == 4)  # stem conv or patch embedding
     if first in state and state[first].shape[1] != own[first].shape[1]:
-        state[first] = adapt_input_conv(own[first].shape[1], state[first].float())
+        source, target = state[first].shape[1], own[first].shape[1]
+        if source == 1:  # timm's adapt_input_conv leaves 1 -> 3 as it is; repeat, scaled so a gray image
+            # copied to every channel gives the activations the 1-channel stem gave
+            state[first] = state[first].float().repeat(1, target, 1, 1) / target
+        else:
+            try:
+                state[first] = adapt_input_conv(target, state[first].float())
+            except NotImplementedError:  # e.g. 4 -> 2 channels: left to the shape check below (skipped)
+                pass
     if is_vit(model):
         from timm.models.vision_transformer import checkpoint_filter_fn
 

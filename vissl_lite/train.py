@@ -168,13 +168,11 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                         views=model.views, **cfg.augment_args).to(device)
     start_weights = None
     if cfg.init_weights and not cfg.resume:  # continued SSL from e.g. ImageNet weights (a resume has its own)
-        from vissl_lite.backbones import load_weights_file
+        from vissl_lite.backbones import describe_load, load_weights_file
 
         start_weights = load_weights_file(model.backbone, str(Path(cfg.init_weights).expanduser()))
         if main:
-            print(f"  started from {start_weights['file']}: {start_weights['loaded']} tensors loaded"
-                  + (f", {len(start_weights['skipped'])} skipped ({start_weights['skipped'][0]}, ...)"
-                     if start_weights["skipped"] else ""))
+            print("  " + describe_load(start_weights))
     optimizer = build_optimizer(model, cfg)
     step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0}
     if window:  # every later use of the run reads it from the checkpoint (runs.saved_config)
@@ -426,7 +424,9 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                 _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss, scaler,
                       saved_meta())
     except KeyboardInterrupt:  # a second Ctrl-C (or SIGTERM) mid-step: no checkpoint now; say what there is
-        signum = stop.get("second") or signal.SIGINT
+        signum = stop.get("second")
+        if not signum:  # not raised by our handler (e.g. an interrupt off the main thread's handler)
+            raise
         name = signal.Signals(signum).name
         if not checkpoint:
             raise TrainingInterrupted(f"second {name} at step {step}: stopped at once", signum) from None

@@ -24,7 +24,7 @@ from torch import nn
 
 from vissl_lite import runs
 from vissl_lite.augment import EvalView, build_augment
-from vissl_lite.backbones import in_chans_of, is_vit, load_weights_file
+from vissl_lite.backbones import describe_load, in_chans_of, is_vit, load_weights_file
 from vissl_lite.config import (
     ConfigError,
     RunConfig,
@@ -328,6 +328,8 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
           f"label regimes "
           f"{', '.join(regime_name(r) for r in regimes)}; {cfg.seeds} seed(s): {n_runs} fine-tuning runs on "
           f"{device} -> {out}")
+    if "weights" in notes:
+        print("  --init-weights " + describe_load(notes["weights"]))
     if note := short_class_note(regimes, num_classes):
         print(note)
     labels = splits["train"].labels.numpy()
