@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,24 @@ def test_png_tree_labeled_with_carved_splits(png_tree):
     assert splits["train"].class_names == ["class_0", "class_1", "class_2"]
     assert all(d.num_classes == 3 and d.images.shape[1:] == (3, 16, 16) for d in splits.values())
     assert set(splits["test"].labels.tolist()) == {0, 1, 2}
+
+
+def test_hidden_files_and_folders_are_not_images_or_classes(png_tree, tmp_path):
+    (png_tree / "class_0" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS resource fork
+    (png_tree / ".ipynb_checkpoints").mkdir()
+    shutil.copy(png_tree / "class_1" / "10.png", png_tree / ".ipynb_checkpoints" / "10-checkpoint.png")
+    (png_tree / "__MACOSX" / "class_0").mkdir(parents=True)
+    (png_tree / "__MACOSX" / "class_0" / "._3.png").write_bytes(b"junk")
+    splits = {s: load_split(str(png_tree), s, 16) for s in ("train", "val", "test")}  # no decode error
+    assert splits["train"].class_names == ["class_0", "class_1", "class_2"]
+    assert sum(len(d) for d in splits.values()) == 30
+    csv = tmp_path / "LABELS.CSV"  # upper-case suffixes, as Windows tools write them
+    csv.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(png_tree.glob("class_*/*.png"))
+                                            if not p.name.startswith(".")))
+    assert load_split(str(csv), "train", 16).class_names == ["class_0", "class_1", "class_2"]
+    odd = tmp_path / "labels.txt"  # any name with the csv: prefix
+    odd.write_text(csv.read_text())
+    assert load_split(f"csv:{odd}", "train", 16).num_classes == 3
 
 
 def test_unlabeled_folder_recursive_and_streaming(tmp_path):

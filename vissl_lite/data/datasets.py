@@ -84,9 +84,9 @@ def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
         raise DataError(f"{flag} {spec}: no such file or folder. Give 'shapes' for the built-in set or a path to an "
                         ".npz, a labels .csv, a CIFAR batches folder, an MNIST idx folder or an image folder")
     if path.is_file():
-        if path.suffix == ".npz":
+        if path.suffix.lower() == ".npz":
             return "npz", str(path)
-        if path.suffix == ".csv":
+        if path.suffix.lower() == ".csv":
             return "csv", str(path)
         raise DataError(f"{flag} {spec}: cannot tell the format of this file; expected a .npz or a labels .csv "
                         "(or a prefix npz:, csv:)")
@@ -341,7 +341,7 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
                    val_fraction: float) -> str:
     """One line on how an image folder was read: which subfolders became classes and what was carved from train,
     or why its subfolders are not classes. Empty for a CSV and for a flat folder of images."""
-    if root.suffix == ".csv":
+    if root.is_file():  # a labels CSV
         return ""
     base = root / "train" if (root / "train").is_dir() else root
     depths = {len(f.relative_to(base).parts) for f in tree["train"][0]}

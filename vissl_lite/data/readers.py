@@ -172,16 +172,19 @@ def read_idx(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
 
 def list_images(root: Path) -> list[Path]:
     """Image files under ``root``, recursively and sorted; symlinked folders are followed, each real folder once
-    (so a link back up the tree ends)."""
+    (so a link back up the tree ends). Hidden files and folders (macOS ``._x.png``, ``.ipynb_checkpoints``) and
+    zip tools' ``__MACOSX`` are not images of the dataset and are left out."""
     seen, found = set(), []
     for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs.sort()  # which of two links to one folder is read first must not depend on the file system
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")  # sorted: which of two
+        # links to one folder is read first must not depend on the file system
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []
             continue
         seen.add(real)
-        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS
+                  and not n.startswith(".")]
     return sorted(p for p in found if p.is_file())
 
 
@@ -228,7 +231,7 @@ def read_folder(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]
 
 def read_tree(root: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     """:func:`read_csv` for a ``.csv`` file, :func:`read_folder` for a folder."""
-    return read_csv(root) if root.suffix == ".csv" else read_folder(root)
+    return read_csv(root) if root.is_file() else read_folder(root)  # a file here is a labels CSV (any suffix)
 
 
 def _pydicom():
