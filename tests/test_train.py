@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,13 +129,14 @@ def test_resume_with_a_changed_schedule_says_so_and_records_it(npz_rgb_noval, tm
     values: the console says what changed and metrics.json keeps every resume's changes and the step it
     continued from. The training time counts every segment. The data's window is part of the run's identity."""
     common = dict(data=str(npz_rgb_noval), out=str(tmp_path / "r"), **FAST)
-    first = pretrain(make_config(max_steps=2, **common))
+    pretrain(make_config(max_steps=2, **common))
+    saved_seconds = runs.load_checkpoint(tmp_path / "r")["train_seconds"]  # the first segment, up to its save
     capsys.readouterr()
     m = pretrain(make_config(max_steps=3, lr=5e-4, resume=True, **common))
     said = capsys.readouterr().out
     assert "note: resuming with changed settings: max_steps 2 -> 3, lr 0.002 -> 0.0005" in said  # recipe's lr
     assert m["train"]["resumed"] == [{"step": 2, "changed": {"max_steps": [2, 3], "lr": [0.002, 0.0005]}}]
-    assert m["train"]["seconds"] > first["train"]["seconds"]  # both segments
+    assert m["train"]["seconds"] == pytest.approx(saved_seconds + m["timing"]["pretrain_s"], abs=0.11)  # both
     m = pretrain(make_config(max_steps=4, lr=5e-4, resume=True, **common))  # the history carries over
     assert [r["step"] for r in m["train"]["resumed"]] == [2, 3] and m["train"]["resumed"][1]["changed"] == {
         "max_steps": [3, 4]}
@@ -229,6 +231,14 @@ def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, metho
     assert grid.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--n", "2", "--split", "train"]) == 0
     assert (run / "reconstructions_train_2.png").stat().st_size > 1000  # default: beside the checkpoint
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(run), "--n", "20"]) == 0
+    assert "note: the test split has 9 images: drawing 9, not 20" in capsys.readouterr().out
+    rgb = tmp_path / "rgb_train_only.npz"
+    np.savez(rgb, train_images=np.full((3, 16, 16, 3), 90, np.uint8))
+    assert main(["reconstruct", "--checkpoint", str(run), "--data", str(rgb), "--n", "2"]) == 0
+    said = capsys.readouterr().out
+    assert f"note: {rgb} has no test split: drawing from train" in said and "converted" in said
 
 
 def test_reconstruct_refuses_a_method_that_does_not_reconstruct(npz_rgb_noval, tmp_path, capsys):

@@ -11,7 +11,7 @@ from vissl_lite import runs
 from vissl_lite.augment import EvalView, default_stats
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import RunConfig
-from vissl_lite.data import DataError, load_split
+from vissl_lite.data import DataError, channel_note, load_split
 from vissl_lite.data.readers import decode_image
 
 
@@ -67,15 +67,24 @@ def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunCon
     return path
 
 
-def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test") -> torch.Tensor:
-    """The first ``n`` images of ``split`` (falling back to train for data without that split)."""
+def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test",
+                  notes: list | None = None) -> torch.Tensor:
+    """The first ``n`` images of ``split`` (falling back to train for data without that split). ``notes``, if
+    given, receives a line for each thing the caller should tell the user (the fallback, fewer images than
+    asked, a channel conversion)."""
     spec = data or cfg.data
+    notes = [] if notes is None else notes
     try:  # 'stream' mode: a folder is listed, not decoded; only the n files drawn are decoded below
         dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
                              window=cfg.window)
     except DataError:
         dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
                              window=cfg.window)
+        notes.append(f"{spec} has no {split} split: drawing from train")
+    if len(dataset) < n:
+        notes.append(f"the {dataset.split} split has {len(dataset)} images: drawing {len(dataset)}, not {n}")
+    if note := channel_note(dataset, spec):
+        notes.append(note)
     if dataset.images is not None:
         return dataset.images[:n]
     return torch.stack([decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]])
@@ -91,8 +100,12 @@ def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str
         out = runs.find_checkpoint(checkpoint).parent / f"reconstructions_{split}_{n}.png"
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
-    images = sample_images(cfg, in_chans_of(model.backbone), n, data, split)
+    notes: list[str] = []
+    images = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
+    drawn = "train" if any(note.startswith("no ") for note in notes) else split
     path = save_reconstruction_grid(model, images, cfg, Path(out),
-                                    f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {split}")
+                                    f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {drawn}")
+    for note in notes:
+        print(f"  note: {note}")
     print(f"wrote {path}")
     return path
