@@ -245,3 +245,15 @@ def test_a_bad_file_met_by_streaming_workers_stops_the_run_in_one_line(png_tree,
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "worker" not in done.stderr
     assert "error: cannot decode image" in done.stderr and "zz_truncated.png" in done.stderr
+
+
+def test_unlabeled_pretraining_data_points_at_a_later_probe_not_at_its_own_data_flag(tmp_path, capsys):
+    np.savez(tmp_path / "u.npz", train_images=np.random.default_rng(0).integers(0, 255, (24, 8, 8), np.uint8))
+    run = tmp_path / "r"
+    assert main(["pretrain", "--data", str(tmp_path / "u.npz"), "--out", str(run), "--image-size", "8",
+                 "--batch-size", "12", "--max-steps", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "has no labels" in out and "pass labeled data with --data" not in out  # that would change what it trains on
+    assert f"Evaluate later with 'vissl-lite linear-probe --checkpoint {run} --data LABELED_DATA'" in out
+    assert main(["linear-probe", "--checkpoint", str(run)]) == 2
+    assert "pass labeled data with --data" in capsys.readouterr().err  # there, --data is the evaluation data

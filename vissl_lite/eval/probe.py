@@ -25,12 +25,14 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
     """Labeled train/val/test splits of ``cfg.data``, or a ValueError that says why not. ``train``: the train
     split when the caller already loaded it (pretraining has), so it is not decoded twice."""
     loaded = ["val", "test"] + (["train"] if train is None else [])  # pretraining reports its own train split
+    pretraining = train is not None  # its --data is what it trains on: the advice is a later linear-probe
     if train is None:
         train = load_split(cfg.data, "train", cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
                            cfg.memory_limit_gb, cfg.progress, cfg.on_bad_file, cfg.window)
     if not train.labeled:
-        raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on; pass labeled data "
-                         f"with --data{f' ({train.layout})' if train.layout else ''}")
+        layout = f" ({train.layout})" if train.layout else ""
+        raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on{layout}"
+                         + ("" if pretraining else "; pass labeled data with --data"))
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
