@@ -108,6 +108,19 @@ def test_a_dicom_folder_pretrains_and_probes_with_no_conversion(tmp_path):
     assert m["eval"]["linear_probe"]["top1"] == 100.0
 
 
+def test_a_folder_mixing_windowed_and_bare_files_gets_a_note(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_dicom(tmp_path / "mixed" / f"{i}.dcm", rng.integers(0, 4000, (12, 12)),
+                    window=(1000, 2000) if i % 3 else None)
+        write_dicom(tmp_path / "same" / f"{i}.dcm", rng.integers(0, 4000, (12, 12)), window=(1000, 2000))
+    mixed = load_split(str(tmp_path / "mixed"), "train", 8, progress=False)
+    assert "of 6 sampled DICOM files, 4 carry their own window" in mixed.window_note and "2 do not" in \
+        mixed.window_note
+    assert load_split(str(tmp_path / "mixed"), "train", 8, progress=False, window="dataset").window_note == ""
+    assert load_split(str(tmp_path / "same"), "train", 8, progress=False).window_note == ""
+
+
 def test_missing_pydicom_says_how_to_install(tmp_path, monkeypatch):
     path = write_dicom(tmp_path / "x.dcm", np.zeros((4, 4)))
     monkeypatch.setitem(__import__("sys").modules, "pydicom", None)

@@ -303,6 +303,12 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         f"note: the sampled 16-bit files hold values up to {top} of 65535 ({bits}-bit data in 16-bit files?); "
         f"--window auto maps the full 16-bit range, so they load as 0-{round(255 * top / 65535)} of 255, nearly "
         f"black. Pass --window dataset (one range from the training files) or --window 0,{2 ** bits - 1}")
+    own, bare = _dicom_window_mix(tuple(tree["train"][0])) if window == "auto" else (0, 0)
+    if own and bare:  # each file its own mapping, two kinds of mapping: the same tissue, other grey levels
+        window_note = "\n  ".join(filter(None, [window_note, (
+            f"note: of {own + bare} sampled DICOM files, {own} carry their own window (WindowCenter/Width or a VOI "
+            f"LUT) and {bare} do not (--window auto maps those by their own 0.5-99.5 percentiles), so one tissue "
+            "can load as different grey levels. For one mapping pass --window dataset or --window LO,HI")]))
     skip = on_bad_file == "skip"
     source_channels = _folder_channels(tree["train"][0], skip)
     channels = channels or source_channels  # one channel count for every split
@@ -360,6 +366,11 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
 @functools.lru_cache(maxsize=4)
 def _narrow_16bit_max(files: tuple[Path, ...]) -> int | None:
     return readers.narrow_16bit_max(list(files))
+
+
+@functools.lru_cache(maxsize=4)
+def _dicom_window_mix(files: tuple[Path, ...]) -> tuple[int, int]:
+    return readers.dicom_window_mix(list(files))
 
 
 @functools.lru_cache(maxsize=4)

@@ -326,6 +326,30 @@ def narrow_16bit_max(files: list[Path], samples: int = 32, seed: int = 0) -> int
     return top if seen and 255 < top <= 4095 else None
 
 
+def dicom_window_mix(files: list[Path], samples: int = 32, seed: int = 0) -> tuple[int, int]:
+    """(with, without): how many of up to ``samples`` grayscale DICOM files of ``files`` carry their own window
+    (VOI LUT or WindowCenter/Width) and how many do not (so 'auto' maps those by their own percentiles). Headers
+    only; unreadable files are not counted."""
+    dicoms = [f for f in files if f.suffix.lower() in DICOM_EXTENSIONS]
+    if not dicoms:
+        return 0, 0
+    pydicom = _pydicom()
+    rng = np.random.default_rng(seed)
+    own = bare = 0
+    for i in np.sort(rng.permutation(len(dicoms))[:samples]):
+        try:
+            ds = pydicom.dcmread(dicoms[i], stop_before_pixels=True)
+        except Exception:  # a broken file is reported when it is decoded
+            continue
+        if int(ds.get("SamplesPerPixel", 1)) == 3:
+            continue
+        if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
+            own += 1
+        else:
+            bare += 1
+    return own, bare
+
+
 def apply_window(values: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
     """Map [lo, hi] linearly to uint8 0-255, clip outside; ``invert`` flips it (MONOCHROME1). Monotone: the order
     of intensities inside the window is kept."""
