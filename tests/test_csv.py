@@ -44,6 +44,7 @@ def test_multilabel_csv_fine_tunes_with_auroc(tmp_path):
 
 BAD_CSVS = [  # (content, what the error must say): the file, line and column a user has to fix
     ("file,label\nim0.png,x\n", "'path' column"),
+    ("path;label\nim0.png;x\n", r"one column holding ';': save the file comma-separated"),
     ("path,label\nim0.png,x\nnope.png,y\n", "nope.png"),
     ("path,a,b\nim0.png,1,2\n", "0 or 1"),
     ("path,label\n\nim0.png,a\nim1.png,\nim2.png,b\n", "no value in label column 'label', first on line 4"),

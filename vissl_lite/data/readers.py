@@ -489,8 +489,10 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     # 'path' and 'split' in any case ('Path', 'SPLIT'); the other columns are labels, named as written
     key = {h: h.lower() if h.lower() in ("path", "split") else h for h in header}
     if "path" not in key.values() or not body:
+        other = next((d for d in ";\t|" if len(header) == 1 and d in header[0]), None)
+        hint = f"; the header is one column holding {other!r}: save the file comma-separated" if other else ""
         raise DataError(f"{path} needs a header with a 'path' column and label column(s), e.g. 'path,label', and "
-                        f"at least one row (header read: {','.join(header) or 'none'})")
+                        f"at least one row (header read: {','.join(header) or 'none'}){hint}")
     if len(set(key.values())) < len(header):
         raise DataError(f"{path} has a repeated column name in its header ({','.join(header)})")
     rows = []
@@ -545,7 +547,8 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
                     raise DataError(
                         f"{path} line {r['_line']}, column '{c}': {r[c]!r} is not 0 or 1. With several label "
                         f"columns ({', '.join(label_cols)}) each is one 0/1 label; map blank or -1 (uncertain) "
-                        "cells to 0 or 1 first. For one label column plus a split column, name it 'split'")
+                        "cells to 0 or 1 first. For one label column plus a split column, name it 'split'; drop "
+                        "columns that are not labels (e.g. patient ids)")
                 labels[i, j] = value
         class_names = label_cols
     alias = {name: split for split, names in SPLIT_ALIASES.items() for name in names}
