@@ -31,7 +31,7 @@ def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
     ("lr", True, "bad value True for config key 'lr'"),
     ("optimizer", "adam", "Valid: adamw, lars, sgd"),
     ("method", "byol", "unknown method 'byol'. Valid: simclr, mae, dae$"),
-    ("batch_size", 0, "'batch_size' must be > 0"),
+    ("batch_size", 0, "'batch_size' \\(--batch-size\\) must be > 0"),
     ("val_fraction", 1.5, "val_fraction"),
     ("in_chans", 2, "in_chans"),
     ("backbone", "resnet_18", "unknown timm model 'resnet_18'. Closest names: resnet18"),
@@ -71,7 +71,7 @@ def test_every_field_is_a_kebab_flag():
 
 def test_cli_reports_config_errors_without_traceback(capsys):
     assert main(["pretrain", "--epochs", "-1"]) == 2
-    assert "'epochs' must be >= 0" in capsys.readouterr().err
+    assert "'epochs' (--epochs) must be >= 0" in capsys.readouterr().err
     assert main(["pretrain", "--method-args", "temprature=0.5", "--max-steps", "1", "--no-probe"]) == 2
     assert "unknown method_args for 'simclr': temprature. Valid: " in capsys.readouterr().err
     assert main(["pretrain", "--resume"]) == 2  # not "no checkpoint at runs/<a dated folder made up now>"

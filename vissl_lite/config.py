@@ -285,13 +285,18 @@ def load_recipe(name_or_path: str) -> dict:
     return data
 
 
+def _flag(key: str) -> str:
+    """A config key as errors name it: the YAML key and the command-line flag."""
+    return f"'{key}' (--{key.replace('_', '-')})"
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone do not catch, before any work starts."""
     from vissl_lite.methods import METHODS, unknown_method
 
     for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
-            raise ConfigError(f"bad value {getattr(cfg, key)!r} for '{key}'. Valid: {', '.join(choices)}")
+            raise ConfigError(f"bad value {getattr(cfg, key)!r} for {_flag(key)}. Valid: {', '.join(choices)}")
     if cfg.method not in METHODS:
         raise ConfigError(unknown_method(cfg.method))
 
@@ -328,7 +333,7 @@ def validate(cfg: RunConfig) -> RunConfig:
                 "probe_batch_size"]
     for key in positive:
         if getattr(cfg, key) <= 0:
-            raise ConfigError(f"'{key}' must be > 0, got {getattr(cfg, key)}")
+            raise ConfigError(f"{_flag(key)} must be > 0, got {getattr(cfg, key)}")
     if cfg.method == "simclr" and cfg.batch_size < 2:
         raise ConfigError(f"SimCLR contrasts each image's views with the other images in the batch, so batch_size "
                           f"must be >= 2 (got {cfg.batch_size}); its loss is 0 with nothing to contrast")
@@ -336,17 +341,17 @@ def validate(cfg: RunConfig) -> RunConfig:
               "in_chans", "patch_size", "memory_limit_gb"]
     for key in nonneg:
         if getattr(cfg, key) < 0:
-            raise ConfigError(f"'{key}' must be >= 0, got {getattr(cfg, key)}")
+            raise ConfigError(f"{_flag(key)} must be >= 0, got {getattr(cfg, key)}")
     if cfg.epochs == 0 and cfg.max_steps == 0:
-        raise ConfigError("'epochs' and 'max_steps' are both 0: nothing to train")
+        raise ConfigError("'epochs' (--epochs) and 'max_steps' (--max-steps) are both 0: nothing to train")
     if not 0.0 < cfg.val_fraction < 1.0:
-        raise ConfigError(f"'val_fraction' must be in (0, 1), got {cfg.val_fraction}")
+        raise ConfigError(f"'val_fraction' (--val-fraction) must be in (0, 1), got {cfg.val_fraction}")
     if cfg.in_chans not in (0, 1, 3):
-        raise ConfigError(f"'in_chans' must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
+        raise ConfigError(f"'in_chans' (--in-chans) must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
     if len(cfg.mean) != len(cfg.std):
-        raise ConfigError(f"'mean' and 'std' need the same length, got {cfg.mean} and {cfg.std}")
+        raise ConfigError(f"'mean' (--mean) and 'std' (--std) need the same length, got {cfg.mean} and {cfg.std}")
     if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
-        raise ConfigError(f"'knn_k' must be a non-empty list of positive integers, got {cfg.knn_k}")
+        raise ConfigError(f"'knn_k' (--knn-k) must be a non-empty list of positive integers, got {cfg.knn_k}")
     if (not cfg.label_fraction or any(not isinstance(f, (int, float)) or not 0.0 < f <= 1.0
                                       for f in cfg.label_fraction)
             or any(not isinstance(k, int) or isinstance(k, bool) or k <= 0 for k in cfg.labels_per_class)
@@ -354,24 +359,25 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("need label_fraction values in (0, 1], labels_per_class values >= 1 and seeds >= 1; got "
                           f"{cfg.label_fraction}, {cfg.labels_per_class}, {cfg.seeds}")
     if not 0.0 <= cfg.drop_path < 1.0:
-        raise ConfigError(f"'drop_path' must be in [0, 1), got {cfg.drop_path}")
+        raise ConfigError(f"'drop_path' (--drop-path) must be in [0, 1), got {cfg.drop_path}")
     if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
-        raise ConfigError(f"'layer_decay' must be in (0, 1] (1 turns it off), got {cfg.layer_decay}")
+        raise ConfigError(f"'layer_decay' (--layer-decay) must be in (0, 1] (1 turns it off), got {cfg.layer_decay}")
     if cfg.min_steps < 0:
-        raise ConfigError(f"'min_steps' must be >= 0, got {cfg.min_steps}")
+        raise ConfigError(f"'min_steps' (--min-steps) must be >= 0, got {cfg.min_steps}")
     if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
-        raise ConfigError("'knn_temperature' must be > 0 and 'knn_every' >= 0")
+        raise ConfigError("'knn_temperature' (--knn-temperature) must be > 0 and 'knn_every' (--knn-every) >= 0")
     try:
         from vissl_lite.data.readers import parse_window
 
         parse_window(cfg.window)
     except ValueError as e:
-        raise ConfigError(f"bad value for 'window': {e}") from e
+        raise ConfigError(f"bad value for 'window' (--window): {e}") from e
     if cfg.init_weights and not Path(cfg.init_weights).expanduser().is_file():
         raise ConfigError(f"--init-weights: no file at {cfg.init_weights}; give a local timm weights file "
                           "(.safetensors, .pth or .bin)")
     if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):
-        raise ConfigError(f"'probe_lrs' must be a non-empty list of positive numbers, got {cfg.probe_lrs}")
+        raise ConfigError(f"'probe_lrs' (--probe-lrs) must be a non-empty list of positive numbers, got "
+                          f"{cfg.probe_lrs}")
     return cfg
 
 
