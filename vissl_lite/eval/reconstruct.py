@@ -102,7 +102,7 @@ def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     notes: list[str] = []
     images = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
-    drawn = "train" if any(note.startswith("no ") for note in notes) else split
+    drawn = "train" if any(note.endswith("drawing from train") for note in notes) else split
     path = save_reconstruction_grid(model, images, cfg, Path(out),
                                     f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {drawn}")
     for note in notes:
