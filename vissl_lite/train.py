@@ -257,7 +257,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         if hasattr(model, "reconstruct"):
             from vissl_lite.eval.reconstruct import sample_images, save_reconstruction_grid
 
-            images = sample_images(cfg, channels, 8)
+            images, _ = sample_images(cfg, channels, 8)
             metrics["reconstructions"] = str(save_reconstruction_grid(model, images, cfg, out / "reconstructions.png"))
     # ---- evaluation
     features: dict = {}

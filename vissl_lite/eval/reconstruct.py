@@ -68,10 +68,10 @@ def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunCon
 
 
 def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test",
-                  notes: list | None = None) -> torch.Tensor:
-    """The first ``n`` images of ``split`` (falling back to train for data without that split). ``notes``, if
-    given, receives a line for each thing the caller should tell the user (the fallback, fewer images than
-    asked, a channel conversion)."""
+                  notes: list | None = None) -> tuple[torch.Tensor, str]:
+    """The first ``n`` images of ``split`` (falling back to train for data without that split) and the split they
+    came from. ``notes``, if given, receives a line for each thing the caller should tell the user (the fallback,
+    fewer images than asked, a channel conversion)."""
     spec = data or cfg.data
     notes = [] if notes is None else notes
     try:  # 'stream' mode: a folder is listed, not decoded; only the n files drawn are decoded below
@@ -86,8 +86,9 @@ def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None
     if note := channel_note(dataset, spec):
         notes.append(note)
     if dataset.images is not None:
-        return dataset.images[:n]
-    return torch.stack([decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]])
+        return dataset.images[:n], dataset.split
+    images = [decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]]
+    return torch.stack(images), dataset.split
 
 
 def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str | None = None,
@@ -101,8 +102,7 @@ def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     notes: list[str] = []
-    images = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
-    drawn = "train" if any(note.endswith("drawing from train") for note in notes) else split
+    images, drawn = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
     path = save_reconstruction_grid(model, images, cfg, Path(out),
                                     f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {drawn}")
     for note in notes:
