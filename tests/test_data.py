@@ -125,6 +125,12 @@ def test_unlabeled_folder_recursive_and_streaming(tmp_path):
         Image.fromarray(np.full((10, 14), i * 40, np.uint8)).save(d / f"{i}.jpg")
     d = load_split(str(tmp_path / "imgs"), "train", 8, val_fraction=0.2, data_mode="stream")
     assert d.files is not None and not d.labeled and (d.labels == -1).all() and d.channels == 1
+    assert d.data_mode == "stream" and "--data-mode stream" in d.stream_note
+    # auto streams a folder whose decoded size (6 images of 1x8x8 = 384 bytes) is over the limit, and says so
+    auto = load_split(str(tmp_path / "imgs"), "train", 8, memory_limit_gb=300e-9)
+    assert auto.data_mode == "stream" and "0.0 GB, over --memory-limit-gb 3e-07" in auto.stream_note
+    kept = load_split(str(tmp_path / "imgs"), "train", 8, memory_limit_gb=400e-9)
+    assert kept.data_mode == "memory" and kept.images is not None and kept.stream_note == ""
     loader = make_loader(d, 2, torch.device("cpu"), num_workers=0)
     x, y = next(iter(loader))
     assert x.shape == (2, 1, 8, 8) and x.dtype == torch.uint8

@@ -191,6 +191,7 @@ def test_streaming_folder_pretrains_and_probes(png_tree, tmp_path):
                       **FAST | {"batch_size": 8, "probe": True, "probe_epochs": 2, "max_steps": 2})
     m = pretrain(cfg)
     assert m["train"]["steps"] == 2 and m["train"]["train_images"] == 24  # 30 minus carved val and test
+    assert m["train"]["data_mode"] == "stream"
     assert 0 <= m["eval"]["linear_probe"]["top1"] <= 100 and m["eval"]["linear_probe"]["n_test"] == 3
 
 

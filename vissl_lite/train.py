@@ -147,7 +147,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # resolved on the training files (array formats hold 8-bit images and are never windowed)
     window = train_set.window if cfg.window == "dataset" and isinstance(train_set.window, tuple) else None
     for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data),
-                 train_set.window_note,
+                 train_set.window_note, train_set.stream_note and f"note: {train_set.stream_note}",
                  window and f"note: --window dataset maps {window[0]:g} to {window[1]:g} to 0-255 (0.5-99.5 "
                             "percentiles of the training files); evaluation and fine-tuning reuse it"):
         if main and note:
@@ -243,6 +243,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     train_s = time.time() - t_train
 
     summary_ = _train_summary(log_path, step, steps_per_epoch, meta["train_seconds"] + train_s, len(train_set))
+    summary_["data_mode"] = train_set.data_mode
     if meta["resumes"]:  # each resume: the step it continued from and the settings it changed
         summary_["resumed"] = meta["resumes"]
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),

@@ -49,6 +49,12 @@ class ImageSet:
     source_channels: int = 0
     layout: str = ""  # how a folder was read (labeled by subfolder or not), for a console note
     window_note: str = ""  # a console note when 'auto' maps narrow 16-bit files (12-bit data) to dark images
+    stream_note: str = ""  # why a folder streams from disk instead of being decoded into memory
+
+    @property
+    def data_mode(self) -> str:
+        """'stream' (files decoded by the loader at every epoch) or 'memory' (decoded once, kept on the device)."""
+        return "stream" if self.files is not None else "memory"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -338,7 +344,11 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         raise DataError(f"every image of {root} ({split}) is unreadable; first: {skipped[0]}")
     labels = torch.from_numpy(labels[keep])
     if stream:
-        return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, **common)
+        why = ("--data-mode stream" if data_mode == "stream" else
+               f"decoded they would take {nbytes / 1e9:.1f} GB, over --memory-limit-gb {memory_limit_gb:g}")
+        note = (f"streaming {name}/{split} from disk ({why}): every epoch decodes each file again, in "
+                "--num-workers loader processes")
+        return ImageSet(files=[files[i] for i in keep], labels=labels, skipped=skipped, stream_note=note, **common)
     images = torch.stack(decoded) if decoded else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
     return ImageSet(images=images, labels=labels, skipped=skipped, **common)
 
