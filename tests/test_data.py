@@ -145,7 +145,12 @@ def test_nested_archive_is_unlabeled_and_linked_class_folders_count(png_tree, tm
         Image.fromarray(np.full((10, 10), i * 20, np.uint8)).save(d / f"{i}.png")
     archive = load_split(str(tmp_path / "archive"), "train", 8)
     assert len(archive) == 12 and not archive.labeled and archive.class_names == []
-    assert "read as unlabeled: some images sit deeper" in archive.layout  # the console note
+    assert "read as unlabeled: 12 image(s) sit deeper than <folder>/<class>/<image> (e.g. patient" in archive.layout
+    stray = tmp_path / "stray"
+    shutil.copytree(png_tree, stray)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(stray / "scan.png")  # one loose file unlabels the folder
+    assert "1 image(s) sit directly in the folder, beside its subfolders (e.g. scan.png)" in \
+        load_split(str(stray), "train", 8).layout
     (tmp_path / "one" / "images").mkdir(parents=True)
     for i in range(3):
         Image.fromarray(np.full((10, 10), i * 50, np.uint8)).save(tmp_path / "one" / "images" / f"{i}.png")

@@ -289,8 +289,9 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
         window = _dataset_window(tuple(files))
     unlabeled = bool((labels < 0).all())
     if unlabeled and split not in tree:
-        raise DataError(f"{root} has no labels (no class subfolders), so it has no '{split}' split; evaluate on "
-                        "labeled data with --data")
+        why = _folder_layout(root, tree, class_names, unlabeled, {}, val_fraction) or f"{root} has no class subfolders"
+        raise DataError(f"{root} has no labels, so it has no '{split}' split ({why}); evaluate on labeled data "
+                        "with --data")
     # Carve the splits a labeled folder lacks from train: test first, then val from what is left.
     pool, carved = np.arange(len(files)), {}
     for name_, seed in (("test", SPLIT_SEED), ("val", SPLIT_SEED + 1)):
@@ -360,13 +361,20 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
     if root.is_file():  # a labels CSV
         return ""
     base = root / "train" if (root / "train").is_dir() else root
-    depths = {len(f.relative_to(base).parts) for f in tree["train"][0]}
+    parts = [f.relative_to(base).parts for f in tree["train"][0]]
+    depths = {len(p) for p in parts}
     if unlabeled:
+        deep = [Path(*p) for p in parts if len(p) > 2]
+        loose = [p[0] for p in parts if len(p) == 1]
         why = ("" if depths == {1} else
-               "some images sit deeper than <folder>/<class>/<image> (e.g. patient/study/ folders)" if max(depths) > 2
-               else "some images sit directly in the folder, beside its subfolders" if 1 in depths
+               f"{len(deep)} image(s) sit deeper than <folder>/<class>/<image> (e.g. {deep[0]}: patient/study/ "
+               "folders?)" if deep
+               else f"{len(loose)} image(s) sit directly in the folder, beside its subfolders (e.g. {loose[0]})"
+               if loose
                else "it has a single subfolder, and labels need two or more class subfolders")
-        return f"{base} is read as unlabeled: {why}, so folder names are not labels; every image trains" if why else ""
+        fix = " (move the loose images into class subfolders to label it)" if loose and not deep else ""
+        return (f"{base} is read as unlabeled: {why}, so folder names are not labels; every image trains{fix}"
+                if why else "")
     shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
     cut = [n for n in ("val", "test") if n in carved]
     return (f"{base} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
