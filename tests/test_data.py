@@ -92,6 +92,23 @@ def test_npz_multilabel_and_missing_keys(tmp_path):
         load_split(str(tmp_path / "trunc.npz"), "train", 8)
 
 
+def test_npz_codes_that_skip_values_are_one_class_each_in_every_split(tmp_path):
+    """1/2 (or 1000/2000) codes: two classes, not max + 1 with the rest empty; the same mapping in each split
+    (the test split holds only code 2, which must still be class 1)."""
+    x = np.zeros((12, 8, 8), np.uint8)
+    np.savez(tmp_path / "c.npz", train_images=x, train_labels=np.array([1000, 2000] * 6),
+             test_images=x[:4], test_labels=np.full(4, 2000))
+    train, val, test = (load_split(str(tmp_path / "c.npz"), s, 8) for s in ("train", "val", "test"))
+    assert train.num_classes == test.num_classes == 2 and train.class_names == ["1000", "2000"]
+    assert set(train.labels.tolist()) == {0, 1} and set(val.labels.tolist()) <= {0, 1} and (test.labels == 1).all()
+    np.savez(tmp_path / "ok.npz", train_images=x, train_labels=np.arange(12) % 3)  # 0..K-1: unchanged
+    ok = load_split(str(tmp_path / "ok.npz"), "train", 8)
+    assert ok.num_classes == 3 and ok.class_names == [] and set(ok.labels.tolist()) == {0, 1, 2}
+    np.savez(tmp_path / "neg.npz", train_images=x, train_labels=np.arange(12) % 3 - 1)
+    with pytest.raises(DataError, match="neg.npz: labels include negative codes"):
+        load_split(str(tmp_path / "neg.npz"), "train", 8)
+
+
 def test_png_tree_labeled_with_carved_splits(png_tree):
     splits = {s: load_split(str(png_tree), s, 16) for s in ("train", "val", "test")}
     assert sum(len(d) for d in splits.values()) == 30

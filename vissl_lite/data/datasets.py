@@ -191,6 +191,20 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
+def _array_codes(fmt: str, loc: str) -> np.ndarray | None:
+    """The sorted class codes of an array dataset's single-label splits when they are not 0..K-1 (e.g. 1/2 or
+    1000/2000), so each code used is one class rather than max + 1 classes, most of them empty; else None."""
+    found = [_normalise_labels(lab, len(img)) for img, lab in _read_arrays(fmt, loc).values() if lab is not None]
+    if not found or found[0].ndim != 1:
+        return None
+    codes = np.unique(np.concatenate(found))
+    if codes.size and codes[0] < 0:
+        raise DataError(f"{loc}: labels include negative codes ({codes[0]}); classes are 0, 1, ... (an image "
+                        "without a label belongs in a split without a labels array)")
+    return codes if codes.size and len(codes) != codes[-1] + 1 else None
+
+
+@functools.lru_cache(maxsize=4)
 def _read_arrays(fmt: str, loc: str) -> dict:
     if fmt == "npz":
         return readers.read_npz(Path(loc))
@@ -247,12 +261,15 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     else:
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
+    codes = _array_codes(fmt, loc) if fmt != "shapes" else None
+    if codes is not None and labels.ndim == 1 and (labels >= 0).all():  # e.g. 1/2: one class per code used
+        labels, class_names = np.searchsorted(codes, labels).astype(np.int64), [str(c) for c in codes]
     x = _to_chw(images, f"{loc} ({split} split)")
     # a no-op at the right size; in chunks, so a MedMNIST+ 224 px set resized to 64 px never exists as floats whole
     x = torch.cat([readers.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
     source_channels = x.shape[1]
     x = convert_channels(x, channels or source_channels)
-    num_classes = len(class_names) if fmt == "shapes" else _num_classes(fmt, loc)
+    num_classes = len(class_names) if class_names else _num_classes(fmt, loc)
     return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
                     image_size=image_size, num_classes=num_classes, class_names=class_names, images=x,
                     source_channels=source_channels)
