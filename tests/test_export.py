@@ -54,7 +54,7 @@ def test_export_round_trip_through_timm(npz_gray, tmp_path, overrides, capsys):
     data_cfg = timm.data.resolve_model_data_config(model)
     assert data_cfg["mean"] == tuple(round(m, 4) for m in mean) and data_cfg["crop_pct"] == 1.0
     assert data_cfg["input_size"] == (kwargs["in_chans"], 16, 16) and data_cfg["interpolation"] == "bilinear"
-    assert meta["window"] == "auto" and "--window" not in printed
+    assert meta["window"] == "n/a (8-bit array data)" and "--window" not in printed  # npz: no window applies
     x = torch.randn(4, kwargs["in_chans"], 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval().embed(x), atol=1e-5)
@@ -129,3 +129,13 @@ def test_timm_kwargs_only_give_up_on_the_small_resnet_stem():
     assert runs.timm_kwargs(make_config(backbone="convnext_atto", image_size=32), 1) == {"in_chans": 1}
     assert runs.timm_kwargs(make_config(backbone="vit_tiny_patch16_224", image_size=32, small_input=None), 3) == {
         "in_chans": 3, "patch_size": 4, "img_size": 32}
+
+
+def test_export_of_a_folder_run_carries_its_window(png_tree, tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(png_tree), out=str(run), image_size=16, batch_size=8, max_steps=1, probe=False,
+                         progress=False, window="0,4095"))
+    assert main(["export", "--checkpoint", str(run)]) == 0
+    assert "to 0-255 with --window 0,4095; map new images the same way" in capsys.readouterr().out
+    with safe_open(str(run / "backbone.safetensors"), "pt") as f:
+        assert f.metadata()["window"] == "0,4095"

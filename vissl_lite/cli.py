@@ -300,7 +300,7 @@ def _export(args: argparse.Namespace) -> None:
               "interpolation='bilinear'))\n"
               "timm.data.resolve_model_data_config(model) then gives the run's own preprocessing (resize the short "
               "side, centre crop, normalise).")
-    if info["window"] not in ("auto", "None"):
+    if info["window"] not in ("auto", "None") and not info["window"].startswith("n/a"):
         print(f"The run mapped raw values of files with more than 8 bits to 0-255 with --window {info['window']}; "
               "map new images the same way first (the window is in the file's metadata).")
 

@@ -326,12 +326,13 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
     from vissl_lite.augment import default_stats
 
     mean, std = default_stats(in_chans, cfg.mean, cfg.std)  # what the run normalised with (cfg's may be unset)
+    window = str(cfg.window) if _reads_image_files(cfg.data) else "n/a (8-bit array data)"
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": "pt", "vissl_lite": __version__, "backbone": cfg.backbone, "method": cfg.method,
             "step": str(ckpt["step"]), "image_size": str(cfg.image_size), "in_chans": str(in_chans),
             "small_input": json.dumps(cfg.small_input), "patch_size": str(cfg.patch_size),
             "timm_kwargs": json.dumps(kwargs), "mean": json.dumps(mean), "std": json.dumps(std),
-            "window": str(cfg.window)}  # how files of more than 8 bits were mapped to 0-255 before the backbone
+            "window": window}  # how files of more than 8 bits were mapped to 0-255 before the backbone
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
@@ -341,4 +342,16 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
         tmp.unlink(missing_ok=True)
     return {"file": str(out), "backbone": cfg.backbone, "timm_kwargs": kwargs, "tensors": len(state),
             "mean": [round(m, 4) for m in mean], "std": [round(v, 4) for v in std], "in_chans": in_chans,
-            "image_size": cfg.image_size, "window": str(cfg.window)}
+            "image_size": cfg.image_size, "window": window}
+
+
+def _reads_image_files(spec: str) -> bool:
+    """Whether ``spec`` is image files (a folder or labels CSV), which --window applies to, rather than arrays of
+    8-bit images (npz, CIFAR, idx, shapes), which it does not. Data no longer there counts as files."""
+    from vissl_lite.data import DataError
+    from vissl_lite.data.datasets import parse_spec
+
+    try:
+        return parse_spec(spec)[0] in ("folder", "csv")
+    except DataError:
+        return True
