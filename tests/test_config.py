@@ -13,6 +13,19 @@ def test_precedence_defaults_recipe_flags(tmp_path):
     assert cfg.batch_size == RunConfig().batch_size
 
 
+def test_argument_flags_merge_into_the_recipes_own_and_a_new_method_drops_them():
+    quick = load_recipe("simclr_quickstart")["augment_args"]
+    assert len(quick) >= 2 and quick.get("p_blur") != 0.5  # the merge below is not vacuous
+    cfg = make_config(None, augment_args="p_blur=0.5")
+    assert cfg.augment_args == quick | {"p_blur": 0.5}  # not {'p_blur': 0.5}: strength and scale stay the recipe's
+    assert make_config(None, augment_args="{}").augment_args == {}  # an explicit empty dict clears
+    mae = load_recipe("mae_quickstart")["method_args"]
+    assert make_config(None, method="mae", method_args="mask_ratio=0.6").method_args == mae | {"mask_ratio": 0.6}
+    # another method or augmentation than the recipe's: its arguments belong to the one replaced
+    swapped = make_config("dae_vit_quickstart", method="simclr", augment="simclr", augment_args="p_blur=0")
+    assert swapped.method_args == {} and swapped.augment_args == {"p_blur": 0.0}
+
+
 def test_default_recipe_is_method_quickstart():
     assert "simclr_quickstart" in list_recipes()
     cfg = make_config()

@@ -50,7 +50,8 @@ class RunConfig:
     # what to train
     method: str = _f("simclr", "Self-supervised method: simclr, mae or dae (finetune trains 'classifier').")
     method_args: dict = _f({}, "Keyword arguments for the method's constructor, as JSON or key=value pairs, "
-                           "e.g. 'temperature=0.5'. Unknown names are an error.")
+                           "e.g. 'temperature=0.5'; merged key by key into the recipe's ('{}' clears them). "
+                           "Unknown names are an error.")
     backbone: str = _f("resnet18", "Any timm model name (ResNet and ViT families are tested); built with "
                        "num_classes=0.")
     small_input: bool | None = _f(None, "Small-image mode: ResNet gets a 3x3 stride-1 stem without max-pool, ViT gets "
@@ -82,7 +83,8 @@ class RunConfig:
                       "(radiology: grayscale X-ray/CT/MR, no flips by default; pathology: H&E, rotations and stain "
                       "jitter; fundus: retina photographs); see vissl_lite/augment/medical.py for the reasons.")
     augment_args: dict = _f({}, "Keyword arguments for the augmentation recipe, e.g. 'strength=0.5,p_blur=0' "
-                            "(SimCLR's CIFAR-10 setting). Unknown names are an error.")
+                            "(SimCLR's CIFAR-10 setting); merged key by key into the recipe's ('{}' clears them). "
+                            "Unknown names are an error.")
     mean: list = _f([], "Per-channel normalisation mean (empty: ImageNet's; its average for one channel).")
     std: list = _f([], "Per-channel normalisation std (empty: ImageNet's; its average for one channel).")
     init_weights: str = _f("", "A local timm weights file (.safetensors/.pth, e.g. ImageNet weights you "
@@ -382,11 +384,21 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def merge_overrides(values: dict, overrides: dict) -> dict:
-    """``values | overrides``, except that a recipe's augment_args are dropped when the override picks another
-    augmentation without giving its own arguments (they belong to the recipe's augmentation)."""
-    values = dict(values)
-    if "augment" in overrides and overrides["augment"] != values.get("augment") and "augment_args" not in overrides:
-        values.pop("augment_args", None)
+    """``values | overrides``, except for the argument dicts of the method and the augmentation:
+
+    - given for the recipe's own method/augment, they merge key by key into the recipe's (``p_blur=0`` keeps the
+      recipe's ``strength`` and ``scale``); an empty dict (``--augment-args '{}'``) clears them;
+    - a different method/augment drops the recipe's arguments (they belong to the one it replaces) and takes only
+      those given.
+    """
+    values, overrides = dict(values), dict(overrides)
+    for owner, key in (("method", "method_args"), ("augment", "augment_args")):
+        before = values.get(owner, getattr(RunConfig, owner))
+        if overrides.get(owner, before) != before:
+            values.pop(key, None)
+        elif key in overrides and values.get(key):
+            given = parse_value(key, overrides[key])
+            overrides[key] = parse_value(key, values[key]) | given if given else {}
     return values | overrides
 
 
