@@ -50,24 +50,59 @@ def test_two_rank_ntxent_equals_single_process():
     assert not dist.is_distributed()  # this process never joined a group
 
 
-def test_torchrun_cli_two_processes(npz_gray, tmp_path):
-    """The documented launch: torchrun + the CLI, gloo on CPU; rank 0 alone writes the run folder."""
-    import json
-    import os
+def _torchrun(npz, out, *extra):
     import subprocess
     import sys
 
-    out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "vissl_lite.cli", "pretrain", "--data", str(npz_gray), "--out", str(out), "--backbone", "test_resnet",
-           "--image-size", "16", "--batch-size", "6", "--max-steps", "4", "--log-every", "1", "--no-probe",
-           "--no-progress"]
+           "vissl_lite.cli", "pretrain", "--data", str(npz), "--out", str(out), "--backbone", "test_resnet",
+           "--image-size", "16", "--batch-size", "6", "--max-steps", "6", "--log-every", "1", "--no-probe",
+           "--no-progress", "--checkpoint-every", "2", "--keep-checkpoints", "3", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "x2" in proc.stdout and proc.stdout.count("vissl-lite pretrain:") == 1  # rank 0 alone prints
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]  # one writer: no duplicated lines
-    from vissl_lite import runs
+    return proc
 
-    assert runs.load_checkpoint(out)["step"] == 4
+
+def test_torchrun_cli_two_processes(npz_gray, tmp_path, capsys):
+    """The documented launch: torchrun + the CLI, gloo on CPU; rank 0 alone writes the run folder. Each process
+    draws its own augmentations, saves its own random state, and a resume continues every stream exactly; a
+    resume with another process count is refused."""
+    import json
+    import shutil
+
+    from vissl_lite import runs
+    from vissl_lite.cli import main
+
+    out = tmp_path / "run"
+    proc = _torchrun(npz_gray, out)
+    assert "x2" in proc.stdout and proc.stdout.count("vissl-lite pretrain:") == 1  # rank 0 alone prints
+    assert "each of the 2 processes normalises BatchNorm over its own batch of 6" in proc.stdout  # gloo: no SyncBN
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # one writer: no duplicated lines
+    ckpt = runs.load_checkpoint(out)
+    assert ckpt["step"] == 6 and ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])  # not the same crops
+    train = json.loads((out / "metrics.json").read_text())["train"]
+    assert train["processes"] == 2 and train["global_batch"] == 12
+    # resume from the step-4 snapshot: both ranks pick up their own streams, so step 6 is the uninterrupted one
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.copy(again / "checkpoint-00000004.pt", again / "checkpoint.pt")
+    _torchrun(npz_gray, again, "--resume")
+    resumed, straight = runs.load_checkpoint(again)["model"], ckpt["model"]
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items())
+    shutil.copy(out / "checkpoint-00000004.pt", again / "checkpoint.pt")
+    assert main(["pretrain", "--out", str(again), "--resume", "--no-progress"]) == 2  # one process now
+    err = capsys.readouterr().err
+    assert "was trained by 2 processes (global batch 2 x 6) and this is 1" in err
+    assert "'torchrun --nproc_per_node=2 -m vissl_lite.cli pretrain --out" in err
+
+
+def test_evaluation_commands_refuse_torchrun(npz_gray, monkeypatch, capsys):
+    from vissl_lite.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["transfer", "--data", str(npz_gray), "--checkpoint", "nowhere"]) == 2
+    assert "'transfer' runs in one process; under torchrun only 'pretrain' is distributed" in capsys.readouterr().err

@@ -320,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     from vissl_lite.train import NonFiniteLossError, TrainingInterrupted
 
     try:
+        from vissl_lite import dist
+
+        if args.command != "pretrain" and dist.launched_by_torchrun():  # each process would redo every run
+            raise ConfigError(f"'{args.command}' runs in one process; under torchrun only 'pretrain' is distributed. "
+                              f"Pretrain with torchrun, then run 'vissl-lite {args.command}' without it"
+                              + (" (--checkpoint RUN)" if args.command == "transfer" else ""))
         commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
                     "transfer": _transfer, "export": _export, "reconstruct": _reconstruct}
         commands[args.command](args)

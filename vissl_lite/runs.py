@@ -1,8 +1,8 @@
 """A run folder and its checkpoint: build the model a config describes, save atomically, load safely.
 
-Checkpoint layout: ``{"model", "optimizer", "step", "config", "rng", "version"}`` (plus ``"scaler"``, the loss
-scaler's state, for fp16 runs), plain tensors and Python containers only, so it loads with
-``torch.load(..., weights_only=True)``.
+Checkpoint layout: ``{"model", "optimizer", "step", "config", "rng", "version", "world_size"}`` (plus ``"scaler"``,
+the loss scaler's state, for fp16 runs, and ``"rng_ranks"``, each process's random state, for multi-process runs),
+plain tensors and Python containers only, so it loads with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vissl_lite import __version__
+from vissl_lite import __version__, dist
 from vissl_lite.backbones import create_backbone, in_chans_of
 from vissl_lite.config import RunConfig, config_from_dict
 from vissl_lite.methods import build_method
@@ -128,28 +128,55 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def seed_rank(seed: int, rank: int) -> None:
+    """A random stream of its own for process ``rank`` > 0 of a multi-process run (its crops, jitter, masks and
+    noise), derived from ``seed``; rank 0 keeps the stream a single process has, so one process is unchanged."""
+    if rank:
+        derived = (seed * 1_000_003 + rank) % 2**63
+        torch.manual_seed(derived)
+        random.seed(derived)
+        np.random.seed(derived % 2**32)
+
+
+def rng_states_of_every_rank() -> list[dict] | None:
+    """Every process's random state, gathered (all ranks must call it); None in a single process."""
+    if not dist.is_distributed():
+        return None
+    import torch.distributed as tdist
+
+    states: list = [None] * dist.world_size()
+    tdist.all_gather_object(states, rng_state())
+    return states
+
+
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
                     cfg: RunConfig, keep: int = 1, scaler: torch.amp.GradScaler | None = None,
-                    meta: dict | None = None) -> None:
+                    meta: dict | None = None, rngs: list[dict] | None = None) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file
     under the real name. ``keep`` > 1 also keeps ``<stem>-<step>.pt`` snapshots of the last ``keep`` saves (hard
     links to the same data where the file system allows, so the newest costs no extra space). An enabled fp16
     ``scaler`` is saved too: a resume that restarted its scale would skip steps the uninterrupted run takes.
     ``meta``: more entries for the payload; pretraining's are its training seconds so far, its resume history and
     ``window``, the (lo, hi) that ``--window dataset`` resolved to on the training files, which every later use of
-    the run reuses (see :func:`saved_config`)."""
+    the run reuses (see :func:`saved_config`). ``rngs``: every process's random state in a multi-process run
+    (:func:`rng_states_of_every_rank`), so each rank resumes its own stream; the process count is saved too, since a
+    resume with another count would change the global batch and the schedule."""
+
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "step": step,
         "config": cfg.to_dict(),
-        "rng": rng_state(),
+        "rng": rngs[0] if rngs else rng_state(),
         "version": __version__,
+        "world_size": dist.world_size(),
     }
+    if rngs:
+        payload["rng_ranks"] = rngs
     if scaler is not None and scaler.is_enabled():
         payload["scaler"] = scaler.state_dict()
     payload |= meta or {}

@@ -164,6 +164,12 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     # ---- model, augmentation, optimiser
     model = runs.to_channels_last(runs.build_model(cfg, channels).to(device))
     runs.check_fits(model, channels, cfg.image_size)  # a clear error now, not a traceback at the first step
+    per_process_bn = False
+    if dist.is_distributed() and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if device.type == "cuda":  # statistics over the global batch, so N processes x B train like one x N*B
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            per_process_bn = True  # torch's SyncBatchNorm runs on GPUs only
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std,
                         views=model.views, **cfg.augment_args).to(device)
     start_weights = None
@@ -174,11 +180,19 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         if main:
             print("  " + describe_load(start_weights))
     optimizer = build_optimizer(model, cfg)
+    runs.seed_rank(cfg.seed, dist.rank())  # each process its own crops, masks and noise
     step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0}
     if window:  # every later use of the run reads it from the checkpoint (runs.saved_config)
         meta["window"] = [float(v) for v in window]
     if cfg.resume:
         ckpt = runs.load_checkpoint(out)  # on CPU: RNG states must stay there; the optimizer moves its own state
+        saved_world = ckpt.get("world_size")  # absent in checkpoints of older versions
+        if saved_world and saved_world != dist.world_size():
+            raise runs.CheckpointError(
+                f"{out} was trained by {saved_world} process{'es' if saved_world > 1 else ''} (global batch "
+                f"{saved_world} x {ckpt['config']['batch_size']}) and this is {dist.world_size()}; another count would "
+                f"change the global batch, the epoch length and the schedule. Resume it as it ran: "
+                + _resume_command(out, saved_world))
         changed = _check_resume(cfg, ckpt["config"])
         meta["resumes"] = ckpt.get("resumes", []) + [{"step": ckpt["step"], "changed": changed}]
         meta["train_seconds"] = ckpt.get("train_seconds", 0.0)
@@ -188,7 +202,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, scaler_state = ckpt["step"], ckpt.get("scaler")
-        runs.set_rng_state(ckpt["rng"])
+        states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        runs.set_rng_state(states[min(dist.rank(), len(states) - 1)])
+        if dist.rank() >= len(states):  # a checkpoint without each process's state: a fresh stream per rank
+            runs.seed_rank(cfg.seed + ckpt["step"], dist.rank())
         _truncate_log(out / "metrics.jsonl", step)
     train_model = model
     if dist.is_distributed():
@@ -213,6 +230,10 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   "cosine decay; lower --warmup-epochs for one")
         if stale:
             print(f"  removed {len(stale)} partial checkpoint file(s) left by a process killed while saving")
+        if per_process_bn:
+            print(f"  note: on CPU each of the {dist.world_size()} processes normalises BatchNorm over its own batch "
+                  f"of {cfg.batch_size} (torch's SyncBatchNorm runs on GPUs only); on GPUs the statistics span the "
+                  "global batch")
         if cfg.resume and meta["resumes"][-1]["changed"]:
             now = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in meta["resumes"][-1]["changed"].items())
             print(f"  note: resuming with changed settings: {now}. Steps up to {step} ran with the old values; "
@@ -243,6 +264,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     train_s = time.time() - t_train
 
     summary_ = _train_summary(log_path, step, steps_per_epoch, meta["train_seconds"] + train_s, len(train_set))
+    summary_ |= {"processes": dist.world_size(), "global_batch": cfg.batch_size * dist.world_size()}
     summary_["data_mode"] = train_set.data_mode
     if meta["resumes"]:  # each resume: the step it continued from and the settings it changed
         summary_["resumed"] = meta["resumes"]
@@ -274,7 +296,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                 raise
             raise TrainingInterrupted(
                 f"SIGINT during evaluation: training finished and {out / runs.CHECKPOINT} holds step {step}; "
-                f"evaluate with 'vissl-lite pretrain --out {out} --resume' (it only runs the probes) or "
+                f"evaluate with {_resume_command(out)} (it only runs the probes) or "
                 f"'vissl-lite linear-probe --checkpoint {out}'", signal.SIGINT) from None
         metrics["class_names"] = eval_splits["train"].class_names
         metrics["timing"] = {"probe_s": round(time.time() - t_probe, 1)}
@@ -410,9 +432,10 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                             _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
                     if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
                         _check_finite(bad_loss, last_good, step, out, checkpoint)
+                        rngs = runs.rng_states_of_every_rank()  # every rank, before rank 0 saves
                         if main:
                             runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg,
-                                                 cfg.keep_checkpoints, scaler, saved_meta())
+                                                 cfg.keep_checkpoints, scaler, saved_meta(), rngs)
                         last_good = step
                     if _stop_requested(stop, step, cfg.log_every):
                         _stop(stop["signum"], step, last_good, checkpoint, main, model, optimizer, cfg, out, bad_loss,
@@ -431,8 +454,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
         name = signal.Signals(signum).name
         if not checkpoint:
             raise TrainingInterrupted(f"second {name} at step {step}: stopped at once", signum) from None
-        saved = (f"{out / runs.CHECKPOINT} holds step {last_good}; continue with 'vissl-lite pretrain --out {out} "
-                 "--resume'" if (out / runs.CHECKPOINT).is_file() else "no checkpoint had been written yet")
+        saved = (f"{out / runs.CHECKPOINT} holds step {last_good}; continue with {_resume_command(out)}"
+                 if (out / runs.CHECKPOINT).is_file() else "no checkpoint had been written yet")
         raise TrainingInterrupted(f"second {name} at step {step}: stopped at once without saving; {saved}",
                                   signum) from None
     bar.close()
@@ -467,10 +490,23 @@ def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, 
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
-    if last_good != step and main:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler, meta)
+    if last_good != step:
+        rngs = runs.rng_states_of_every_rank()  # every rank takes part
+        if main:
+            runs.save_checkpoint(out / runs.CHECKPOINT, model, optimizer, step, cfg, cfg.keep_checkpoints, scaler,
+                                 meta, rngs)
     raise TrainingInterrupted(f"{name} at step {step}: wrote {out / runs.CHECKPOINT}; continue with "
-                              f"'vissl-lite pretrain --out {out} --resume'", signum)
+                              + _resume_command(out), signum)
+
+
+def _resume_command(out: Path, processes: int | None = None) -> str:
+    """How to continue the run in ``out``: the same launch, torchrun with the same process count when it had
+    several."""
+    n = dist.world_size() if processes is None else processes
+    command = f"vissl-lite pretrain --out {out} --resume"
+    if n == 1:
+        return f"'{command}'"
+    return f"'torchrun --nproc_per_node={n} -m vissl_lite.cli pretrain --out {out} --resume' ({n} processes in all)"
 
 
 class _KnnMonitor:
