@@ -11,13 +11,33 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
+# the datasets folder: $VISSL_LITE_DATA, else ../shared/data beside the checkout (this project's layout)
+SHARED_DATA = Path(os.environ.get("VISSL_LITE_DATA") or Path(__file__).resolve().parents[2] / "shared/data")
 
 
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{_cpu_model()} ({platform.machine()}) CPU, {os.cpu_count()} cores{_memory()}"
+
+
+def _cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (platform.processor() is empty on Linux), so two VMs can be told apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])  # MemTotal
+        return f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        return ""
 
 
 def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
@@ -28,8 +48,10 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=here).stdout.strip() or None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here).stdout.strip()
+        # results files are what a benchmark writes: a second run in the same tree is not "dirty" code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(top,exclude)benchmarks/results"], capture_output=True, text=True,
+                               cwd=here).stdout.strip()
         sha = f"{sha}+dirty" if sha and dirty else sha
     except OSError:
         sha = None
@@ -60,19 +82,24 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
-def load_cifar(n: int, path: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` CIFAR-10 train images as uint8 (n, 3, 32, 32) and labels, from ../shared/data; the built-in
-    shapes set when the file is absent (a clone without the shared folder still runs)."""
+def load_cifar(n: int, path: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` CIFAR-10 train images as uint8 (n, 3, 32, 32), their labels and where they came from. When
+    the file is absent (a clone without the datasets folder) the built-in shapes set stands in, with a warning:
+    the source goes into each result's config, so a number measured on shapes is never read as a CIFAR one."""
+    import sys
+
     import numpy as np
 
-    path = path or SHARED_DATA / "cifar10/cifar10.npz"
+    path = Path(path or SHARED_DATA / "cifar10/cifar10.npz")
     if path.is_file():
         with np.load(path) as f:
             x = torch.from_numpy(f["train_images"][:n]).permute(0, 3, 1, 2).contiguous()
             y = torch.from_numpy(f["train_labels"][:n].reshape(-1).astype("int64"))
-        return x, y
+        return x, y, f"cifar10 ({path.name}, first {len(x)} train images)"
+    print(f"WARNING: {path} not found, so these numbers are on the built-in shapes set, not CIFAR-10; point "
+          "VISSL_LITE_DATA at the datasets folder (or pass --data) to measure CIFAR-10", file=sys.stderr)
     from vissl_lite.data import load_split
 
     data = load_split("shapes", "train", 32, progress=False)
     reps = -(-n // len(data))
-    return data.images.repeat(reps, 1, 1, 1)[:n], data.labels.repeat(reps)[:n]
+    return data.images.repeat(reps, 1, 1, 1)[:n], data.labels.repeat(reps)[:n], "shapes (CIFAR-10 file not found)"

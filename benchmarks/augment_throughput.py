@@ -9,8 +9,10 @@ p=0.5, normalisation. crop_flip recipe (MAE's): random resized crop (20-100%), h
 Inputs are uint8 images already decoded in memory (CIFAR-10 at 32 px; the same images upsampled once to 256 px
 for the 224 px case), so the numbers compare augmentation alone. Throughput is images per second (each image gives
 two views), mean and std over repeats after one warm-up pass. The ratio of ours to the torchvision DataLoader is
-measured in the same process. Writes
-benchmarks/results/augment_throughput_<device>.json and updates benchmarks/results/summary.json.
+measured in the same process. Writes benchmarks/results/augment_throughput_<device>.json (a run of some
+--recipes only: augment_throughput_<device>_<recipes>.json, so it never replaces the full file) and updates
+benchmarks/results/summary.json. Without the CIFAR-10 file it warns and measures the built-in shapes set; the
+JSON's config.data says which (set VISSL_LITE_DATA to the datasets folder, or pass --data).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def load_images(path: Path, n: int, side: int) -> torch.Tensor:
     """uint8 (n, 3, side, side): CIFAR-10 train images (the built-in shapes when the file is absent), resized once
     to ``side``."""
-    x, _ = load_cifar(n, path)
+    x, _, _ = load_cifar(n, path)
     if x.shape[-1] != side:
         x = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=True).round().clamp(0, 255)
         x = x.to(torch.uint8)
@@ -142,6 +144,7 @@ def main() -> None:
     t_start = time.time()
     cases = {32: dict(n=4096, side=32, batch=256), 224: dict(n=512, side=256, batch=64)}
     results = {}
+    source = load_cifar(1, Path(args.data))[2]  # says so, loudly, when CIFAR-10 is not there
     for recipe in args.recipes.split(","):
         for size, c in cases.items():
             images = load_images(Path(args.data), c["n"], c["side"])
@@ -162,9 +165,10 @@ def main() -> None:
     env = environment(device, ("albumentations",))
     out = {"benchmark": "augment_throughput", "device": device.type, "environment": env,
            "config": {"recipes": args.recipes.split(","), "views_per_image": 2, "dataloader_workers": args.workers,
-                      "repeats": args.repeats, "data": args.data if Path(args.data).is_file() else "shapes"},
+                      "repeats": args.repeats, "data": source},
            "results": results, "wall_s": round(time.time() - t_start, 1)}
-    path = write_result(f"augment_throughput_{device.type}.json", out)
+    part = "" if args.recipes == "simclr,crop_flip" else "_" + args.recipes.replace(",", "+")  # not the full file
+    path = write_result(f"augment_throughput_{device.type}{part}.json", out)
     if any(k.startswith("simclr_") for k in results):
         update_summary({f"augment_vs_torchvision_{size}px" + ("" if device.type == "cpu" else f"_{device.type}"): {
             "ratio": round(results[f"simclr_{size}px"]["ratio_vs_torchvision"], 2), "machine": env["machine"],

@@ -248,9 +248,17 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time ours with --compile (a third pipeline)")
     args = p.parse_args()
+    for flag, given, valid in (("--jobs", args.jobs, JOBS), ("--precision", args.precision, ("fp32", "bf16"))):
+        unknown = [v for v in given.split(",") if v not in valid]
+        if unknown:
+            p.error(f"{flag}: unknown {', '.join(unknown)}; valid: {', '.join(valid)}")
+    try:
+        import lightly  # noqa: F401  (the reference side of every job)
+    except ImportError:
+        p.error("the lightly package is the baseline here and is not installed: pip install -e \".[bench]\"")
     device = torch.device(args.device)
     t0 = time.time()
-    images, _ = load_cifar(args.images)
+    images, _, source = load_cifar(args.images)
     results = {}
     for job in args.jobs.split(","):
         for precision in args.precision.split(","):
@@ -267,13 +275,17 @@ def main() -> None:
     out = {"benchmark": "pretrain_throughput", "device": device.type, "environment": env,
            "config": {"jobs": {k: JOBS[k] for k in args.jobs.split(",")}, "image_size": 32,
                       "lightly_dataloader_workers": args.workers, "timed_steps_per_repeat": args.steps,
-                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images),
+                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images), "data": source,
                       "compiled_pipeline": args.compile},
            "results": results, "wall_s": round(time.time() - t0, 1)}
-    path = write_result(f"pretrain_throughput_{device.type}{'_compile' if args.compile else ''}.json", out)
+    full = args.jobs == p.get_default("jobs") and args.precision == p.get_default("precision")
+    part = "" if full else f"_{args.jobs.replace(',', '+')}_{args.precision.replace(',', '+')}"  # a partial run
+    path = write_result(f"pretrain_throughput_{device.type}{'_compile' if args.compile else ''}{part}.json", out)
     if not args.compile and ("simclr_fp32" in results or "simclr_bf16" in results):
         key = "simclr_throughput_vs_lightly" + ("" if device.type == "cpu" else f"_{device.type}")
         headline = "simclr_fp32" if device.type == "cpu" else "simclr_bf16"  # each device's default precision
+        if headline not in results:  # only the other precision ran: it is the one there is
+            headline = "simclr_fp32" if headline == "simclr_bf16" else "simclr_bf16"
         entry = {"ratio": round(results[headline]["ratio_vs_lightly"], 2), "machine": machine(device),
                  "precision": headline.split("_")[1], "source": path.name}
         other = "simclr_bf16" if headline == "simclr_fp32" else "simclr_fp32"

@@ -161,10 +161,13 @@ def main() -> None:
     device = torch.device(args.device)
     t0 = time.time()
     sizes = [int(s) for s in args.sizes.split(",")]
-    images, _ = load_cifar(max(max(sizes), 4096))
+    images, _, source = load_cifar(max(max(sizes), 4096))
     previous = RESULTS / f"scaling_{device.type}.json"
+    kept_from = None
     if args.skip_batch and previous.is_file():
-        batch = json.loads(previous.read_text())["throughput_vs_batch"]
+        old = json.loads(previous.read_text())
+        batch = old["throughput_vs_batch"]
+        kept_from = old["environment"].get("git_sha")  # those numbers are that run's, not this one's
     else:
         print("throughput vs batch size", flush=True)
         batch = batch_scaling(images[:4096], device, args.repeats)
@@ -173,7 +176,9 @@ def main() -> None:
     stream = [memory["stream"][n]["peak_mb"] for n in sizes]
     out = {"benchmark": "scaling", "device": device.type, "environment": environment(device),
            "config": {"image_size": 32, "repeats": args.repeats, "memory_sizes": sizes, "stream_batch": 256,
-                      "stream_workers": 2},
+                      "stream_workers": 2, "data": source,
+                      "throughput_vs_batch_from": f"an earlier run at {kept_from} (--skip-batch)" if args.skip_batch
+                      and kept_from is not None else "this run"},
            "throughput_vs_batch": batch, "memory_vs_dataset_size": memory,
            "stream_peak_growth_mb": max(stream) - min(stream), "wall_s": round(time.time() - t0, 1)}
     path = write_result(f"scaling_{device.type}.json", out)

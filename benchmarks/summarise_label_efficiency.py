@@ -7,8 +7,8 @@ machine they ran on) and docs/label_efficiency_<set>.png.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 INIT = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratch": "scratch"}
@@ -16,7 +16,7 @@ INIT = {"ssl": "SSL", "checkpoint": "SSL", "random_init": "random init", "scratc
 
 def collect(root: Path) -> dict:
     sets = {}
-    for data in sorted(p for p in root.iterdir() if p.is_dir()):
+    for data in sorted(p for p in root.iterdir() if (p / "metrics.json").is_file()):  # finished pretraining runs
         rows, env, timing = [], None, {}
         for command in ("linear_probe", "knn", "finetune"):
             path = data / command / "metrics.json"
@@ -57,9 +57,17 @@ def markdown(sets: dict) -> str:
     return "\n".join(out)
 
 
-if __name__ == "__main__":
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/label_efficiency")
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("root", nargs="?", default="runs/label_efficiency",
+                   help="the folder medmnist_label_efficiency.sh wrote, one subfolder per set [default: %(default)s]")
+    root = Path(p.parse_args().root)
+    if not root.is_dir():
+        p.error(f"{root} is not a folder; run benchmarks/medmnist_label_efficiency.sh first, or pass its output folder")
     sets = collect(root)
+    if not sets:  # never replace the committed results with nothing
+        p.error(f"{root} holds no finished set (a subfolder with metrics.json from medmnist_label_efficiency.sh); "
+                "nothing written")
     results = Path(__file__).parent / "results" / "label_efficiency.json"
     results.write_text(json.dumps(sets, indent=2))
     from vissl_lite.eval.report import plot_label_efficiency
@@ -69,3 +77,7 @@ if __name__ == "__main__":
         plot_label_efficiency(s["rows"], docs / f"label_efficiency_{name}.png",
                               f"{name}: test top-1, mean ± std over 3 seeds")
     print(markdown(sets))
+
+
+if __name__ == "__main__":
+    main()
