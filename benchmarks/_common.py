@@ -95,7 +95,7 @@ def load_cifar(n: int, path: Path | None = None) -> tuple[torch.Tensor, torch.Te
         with np.load(path) as f:
             x = torch.from_numpy(f["train_images"][:n]).permute(0, 3, 1, 2).contiguous()
             y = torch.from_numpy(f["train_labels"][:n].reshape(-1).astype("int64"))
-        return x, y, f"cifar10 ({path.name}, first {len(x)} train images)"
+        return x, y, f"cifar10 ({path.name}, train images from the first)"
     print(f"WARNING: {path} not found, so these numbers are on the built-in shapes set, not CIFAR-10; point "
           "VISSL_LITE_DATA at the datasets folder (or pass --data) to measure CIFAR-10", file=sys.stderr)
     from vissl_lite.data import load_split
