@@ -177,6 +177,18 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     assert "p_hflip=2 for 'radiology' is a probability" in error("pretrain", "--augment", "radiology",
                                                                   "--augment-args", "p_hflip=2")
     assert "scale=0.5 for 'simclr' is the crop's share" in error("pretrain", "--augment-args", "scale=0.5")
+    # every numeric augmentation argument: checked before any work, not a traceback or a NaN in the loop
+    for preset, arg, says in (("radiology", "gamma=0.7", "is the gamma exponent, [min, max] with 0 < min <= max"),
+                              ("radiology", "noise=-0.1", "is the Gaussian noise std"),
+                              ("radiology", "window=0.6", "0.5 or more can cross the ends"),
+                              ("radiology", "degrees=ten", "is the largest rotation, in degrees"),
+                              ("pathology", "stain=-2", "is the stain jitter sigma"),
+                              ("simclr", "strength=-1", "is the colour-jitter strength"),
+                              ("simclr", "ratio=[2,1]", "is the crop's aspect ratio"),
+                              ("simclr", "quantize=maybe", "give true or false")):
+        out = tmp_path / f"bad_{preset}"
+        assert says in error("pretrain", "--augment", preset, "--augment-args", arg, "--out", str(out))
+        assert not out.exists()
     assert "batch_size must be >= 2 (got 1)" in error("pretrain", "--batch-size", "1")
     # unlabeled evaluation data is refused before pretraining on it
     (tmp_path / "flat").mkdir()
