@@ -227,7 +227,13 @@ def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, metho
     m = json.loads((run / "metrics.json").read_text())
     assert {"linear_probe", "linear_probe_random_init"} <= set(m["eval"]) and m["config"]["method"] == method
     assert (run / "reconstructions.png").stat().st_size > 1000  # every mae/dae run ends with a grid
-    assert "![reconstructions](reconstructions.png)" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "![reconstructions](reconstructions.png)" in report
+    # what was trained, and how, so two runs' reports can be told apart
+    t = m["train"]
+    assert f"- **method:** {method} (" in report and f"- **augmentation:** {m['config']['augment']}" in report
+    assert (f"- **training:** {t['steps']} steps ({t['epochs']} epochs) of 12 images, {t['seconds']} s, final loss "
+            f"{t['final_loss']}") in report
     grid = tmp_path / "grid.png"
     assert main(["reconstruct", "--checkpoint", str(run), "--out", str(grid), "--n", "4"]) == 0
     assert grid.stat().st_size > 1000 and "wrote" in capsys.readouterr().out

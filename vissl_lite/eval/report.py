@@ -210,6 +210,14 @@ def _main_result(ev: dict) -> tuple[str, dict] | None:
     return None
 
 
+def _training_line(train: dict, batch_size) -> str:
+    """'400 steps (10.0 epochs) of 128 images, 97.1 s, final loss 3.27', with the process count when several."""
+    processes = train.get("processes", 1)
+    several = f" ({processes} processes of {batch_size})" if processes > 1 else ""
+    return (f"{train['steps']} steps ({train['epochs']} epochs) of {train.get('global_batch', batch_size)} "
+            f"images{several}, {train['seconds']} s, final loss {train['final_loss']}")
+
+
 def write_report(out: Path, metrics: dict, features: dict | None = None, finetune_logs: dict | None = None,
                  train_curves: Path | None = None) -> Path:
     """Write ``<out>/report.md`` (and its PNGs) for one command's metrics.json content."""
@@ -225,7 +233,17 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
         return os.path.relpath(p, out)
 
     lines = [f"# vissl-lite {metrics.get('command', '')} report", ""]
+    train = metrics.get("train") or {}
+    trained = metrics.get("command") in ("pretrain", "finetune")  # what this command itself trained, and how
+
+    def with_args(name, args) -> str | None:
+        return None if name is None else name + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})"
+                                                 if args else "")
+
     facts = [("data", cfg.get("data")), ("backbone", cfg.get("backbone")), ("image size", cfg.get("image_size")),
+             ("method", with_args(cfg.get("method"), cfg.get("method_args")) if trained else None),
+             ("augmentation", with_args(cfg.get("augment"), cfg.get("augment_args")) if trained else None),
+             ("training", _training_line(train, cfg.get("batch_size")) if "steps" in train else None),
              ("checkpoint", metrics.get("checkpoint")), ("written", time.strftime("%Y-%m-%d %H:%M")),
              ("vissl-lite", f"{env.get('vissl_lite')} (git {env.get('git_sha')})"),
              ("torch / timm", f"{env.get('torch')} / {env.get('timm')}"),
