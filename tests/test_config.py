@@ -134,3 +134,31 @@ def test_help_shows_the_defaults_that_run_and_finetune_refuses_pretraining_flags
     with pytest.raises(SystemExit):
         main(["finetune", "--init", "scratch", "--knn-every", "1"])
     assert "--knn-every is a pretraining option" in capsys.readouterr().err
+
+
+def test_a_runs_saved_config_reused_as_recipe_trains_a_new_run(npz_gray, tmp_path, monkeypatch, capsys):
+    """config.yaml holds its run's out: reused with --config it must start a new run, not refuse ('already holds a
+    checkpoint') or continue the old one."""
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    args = ["--data", str(npz_gray), "--backbone", "test_resnet", "--image-size", "16", "--batch-size", "12",
+            "--max-steps", "1", "--no-probe", "--no-progress"]
+    assert main(["pretrain", *args, "--out", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--config", str(first / "config.yaml"), "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"is the saved config of the run in {first}; this run gets a new folder" in out
+    new = [p for p in (tmp_path / "runs").iterdir() if (p / "checkpoint.pt").is_file()]
+    assert len(new) == 1 and yaml.safe_load((new[0] / "config.yaml").read_text())["seed"] == 1
+
+
+def test_a_wrongly_typed_recipe_value_names_the_file(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("epochs: ten\n")
+    with pytest.raises(ConfigError, match=r"recipe .*mine.yaml: bad value 'ten' for config key 'epochs'"):
+        make_config(str(recipe))
+    for std, match in (("0,0,0", "every std > 0"), ("a,b,c", "numbers per channel")):
+        with pytest.raises(ConfigError, match=match):
+            make_config(mean="0.5,0.5,0.5", std=std)
+    with pytest.raises(ConfigError, match=r"'probe_lrs' \(--probe-lrs\) must be a non-empty list of positive"):
+        make_config(probe_lrs="0.1,abc")

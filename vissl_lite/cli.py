@@ -232,6 +232,15 @@ def _pretrain(args: argparse.Namespace) -> None:
         saved = Path(given["out"]) / "config.yaml"
         if saved.is_file():
             recipe = str(saved)
+    elif recipe is not None and "out" not in given and not given.get("resume"):
+        from vissl_lite.config import load_recipe
+        from vissl_lite.runs import CHECKPOINT
+
+        old = load_recipe(recipe).get("out")
+        if old and (Path(old) / CHECKPOINT).is_file():  # a run's saved config.yaml, reused to train again
+            given |= {"out": "", "resume": False}
+            print(f"  note: --config {recipe} is the saved config of the run in {old}; this run gets a new folder "
+                  f"(--out to choose one; to continue that run instead: vissl-lite pretrain --out {old} --resume)")
     pretrain(make_config(recipe, **given))
 
 

@@ -284,6 +284,11 @@ def load_recipe(name_or_path: str) -> dict:
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ConfigError(f"recipe {path} has unknown key(s) {', '.join(unknown)}. Valid keys: {valid_keys()}")
+    for key, value in data.items():  # a wrongly typed value names the file it is in
+        try:
+            parse_value(key, value)
+        except ConfigError as e:
+            raise ConfigError(f"recipe {path}: {e}") from e
     return data
 
 
@@ -352,6 +357,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'in_chans' (--in-chans) must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
     if len(cfg.mean) != len(cfg.std):
         raise ConfigError(f"'mean' (--mean) and 'std' (--std) need the same length, got {cfg.mean} and {cfg.std}")
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in cfg.mean + cfg.std) or \
+            any(v <= 0 for v in cfg.std):
+        raise ConfigError(f"'mean' (--mean) and 'std' (--std) are numbers per channel with every std > 0 (images "
+                          f"are divided by it), got {cfg.mean} and {cfg.std}")
     if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
         raise ConfigError(f"'knn_k' (--knn-k) must be a non-empty list of positive integers, got {cfg.knn_k}")
     if (not cfg.label_fraction or any(not isinstance(f, (int, float)) or not 0.0 < f <= 1.0
@@ -377,7 +386,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.init_weights and not Path(cfg.init_weights).expanduser().is_file():
         raise ConfigError(f"--init-weights: no file at {cfg.init_weights}; give a local timm weights file "
                           "(.safetensors, .pth or .bin)")
-    if not cfg.probe_lrs or any(float(lr) <= 0 for lr in cfg.probe_lrs):
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not cfg.probe_lrs or any(not number(lr) or lr <= 0 for lr in cfg.probe_lrs):
         raise ConfigError(f"'probe_lrs' (--probe-lrs) must be a non-empty list of positive numbers, got "
                           f"{cfg.probe_lrs}")
     return cfg
