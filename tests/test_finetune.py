@@ -9,7 +9,7 @@ import torch
 from vissl_lite import runs
 from vissl_lite.backbones import create_backbone, load_weights_file
 from vissl_lite.cli import main
-from vissl_lite.config import ConfigError, make_config
+from vissl_lite.config import ConfigError, load_recipe, make_config
 from vissl_lite.eval.finetune import build_optimizer, finetune, finetune_config, predict, schedule_lengths
 from vissl_lite.methods import Classifier
 from vissl_lite.train import pretrain
@@ -227,6 +227,17 @@ def test_checkpoint_fixes_the_architecture(gray_run):
         finetune_config(gray_run, method="simclr")
     assert main(["finetune", "--init", "checkpoint", "--no-progress"]) == 2
     assert main(["finetune", "--no-progress"]) == 2  # no starting point: an error, not a silent run from scratch
+
+
+def test_a_medical_preset_of_the_run_carries_over_to_fine_tuning(npz_gray, tmp_path):
+    run = tmp_path / "rad"
+    pretrain(make_config(data=str(npz_gray), out=str(run), image_size=16, batch_size=12, max_steps=1, probe=False,
+                         progress=False, augment="radiology", augment_args="p_noise=0.9"))
+    cfg = finetune_config(run)
+    assert cfg.augment == "radiology" and cfg.augment_args == {}  # its own defaults: no left-right flips
+    assert finetune_config(run, augment_args="p_blur=0").augment_args == {"p_blur": 0.0}
+    photo = finetune_config(run, augment="crop_flip")  # asked for: the recipe's own crop_flip arguments
+    assert photo.augment == "crop_flip" and photo.augment_args == load_recipe("finetune")["augment_args"]
 
 
 def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):

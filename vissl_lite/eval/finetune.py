@@ -23,7 +23,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from vissl_lite import runs
-from vissl_lite.augment import EvalView, build_augment
+from vissl_lite.augment import PRESETS, EvalView, build_augment
 from vissl_lite.backbones import describe_load, in_chans_of, is_vit, load_weights_file
 from vissl_lite.config import (
     ConfigError,
@@ -71,6 +71,10 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
                               f"({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")
         values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS if k in saved}  # older runs lack newer keys
+        if saved.get("augment") in PRESETS and "augment" not in overrides:
+            # the medical preset's choices (e.g. no left-right flips of a chest film) hold for fine-tuning too;
+            # its own defaults, not the pretraining run's arguments (those were tuned for two SSL views)
+            overrides = {"augment": saved["augment"]} | overrides
     values = merge_overrides(values, overrides)
     if values.get("method") != "classifier":
         given = "method" in overrides

@@ -134,10 +134,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         if resume and (ft_dir / "metrics.json").is_file():
             steps["finetune"] = _load(ft_dir)
         else:
+            # (a medical preset of the pretraining run carries over: finetune_config)
             ft_over = {k: v for k, v in eval_over.items() if k != "window"} | dict(finetune_args or {})
-            if pre_cfg.get("augment") in ("radiology", "pathology", "fundus") and "augment" not in ft_over:
-                # the medical preset's choices (e.g. no left-right flips of a chest film) hold for fine-tuning too
-                ft_over["augment"] = pre_cfg["augment"]
             steps["finetune"] = finetune(ckpt_file, init="checkpoint", init_weights=init_weights, out=ft_dir,
                                          data=data, resume=resume, **ft_over)
 
