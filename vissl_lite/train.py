@@ -148,6 +148,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     window = train_set.window if cfg.window == "dataset" and isinstance(train_set.window, tuple) else None
     for note in (train_set.layout and f"note: {train_set.layout}", channel_note(train_set, cfg.data),
                  train_set.window_note, train_set.stream_note and f"note: {train_set.stream_note}",
+                 cfg.augment == "pathology" and train_set.channels == 1 and
+                 "note: the pathology preset's stain jitter needs colour (H&E); on this 1-channel data it is off",
                  window and f"note: --window dataset maps {window[0]:g} to {window[1]:g} to 0-255 (0.5-99.5 "
                             "percentiles of the training files); evaluation and fine-tuning reuse it"):
         if main and note:
