@@ -162,3 +162,13 @@ def test_a_wrongly_typed_recipe_value_names_the_file(tmp_path):
             make_config(mean="0.5,0.5,0.5", std=std)
     with pytest.raises(ConfigError, match=r"'probe_lrs' \(--probe-lrs\) must be a non-empty list of positive"):
         make_config(probe_lrs="0.1,abc")
+
+
+def test_pretrain_leaves_the_callers_config_alone_so_a_seed_loop_works(npz_gray, tmp_path, monkeypatch):
+    from vissl_lite.train import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config(data=str(npz_gray), backbone="test_resnet", image_size=16, batch_size=12, max_steps=1,
+                      probe=False, progress=False)
+    outs = [pretrain(cfg, seed=seed)["config"]["out"] for seed in (0, 1)]  # within one second, often
+    assert cfg.out == "" and outs[0] != outs[1] and all((tmp_path / o / "checkpoint.pt").is_file() for o in outs)

@@ -80,7 +80,13 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr
 
 
 def default_out(cfg: RunConfig) -> Path:
-    return Path("runs") / f"{cfg.method}-{data_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<method>-<data>-<time>, with -2, -3, ... when a run started in the same second has it."""
+    base = Path("runs") / f"{cfg.method}-{data_name(cfg.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def optimizer_kwargs(model: nn.Module, cfg: RunConfig) -> dict:
@@ -127,7 +133,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     """
     if cfg is None:
         cfg = make_config(**overrides)
-    elif overrides:
+    else:  # a copy: the caller's config keeps its own out (e.g. "" for a new dated folder on every call)
         cfg = config_from_dict(cfg.to_dict() | overrides)
     if cfg.method == "classifier":
         raise ConfigError("method 'classifier' is what fine-tuning trains: use 'vissl-lite finetune' (its recipe is "
