@@ -79,7 +79,8 @@ class RunConfig:
                      "the files' units, e.g. '-1000,400' (HU) for CT lung.")
     val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
                              "has no validation split.")
-    augment: str = _f("simclr", "Augmentation recipe for pretraining views: simclr, crop_flip, or a medical preset "
+    augment: str = _f("simclr", "Augmentation recipe for pretraining views: simclr, crop_flip, eval (the centre view "
+                      "alone, no augmentation; MAE/DAE only), or a medical preset "
                       "(radiology: grayscale X-ray/CT/MR, no flips by default; pathology: H&E, rotations and stain "
                       "jitter; fundus: retina photographs); see vissl_lite/augment/medical.py for the reasons.")
     augment_args: dict = _f({}, "Keyword arguments for the augmentation recipe, e.g. 'strength=0.5,p_blur=0' "
