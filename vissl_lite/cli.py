@@ -47,20 +47,27 @@ RECIPE_NOTE = (" Defaults shown are the simclr_quickstart recipe's; --method mae
 FINETUNE_UNUSED = ("probe", "knn_every", "probe_epochs", "probe_lrs", "probe_batch_size", "knn_k", "knn_temperature",
                    "keep_checkpoints", "checkpoint_every")
 
+# What `preview` reads: the data, the recipe and what shapes its views
+PREVIEW_FLAGS = ("data", "method", "augment", "augment_args", "image_size", "in_chans", "mean", "std", "seed",
+                 "window", "val_fraction")
+
 # Flags that mean nothing to the user as overrides of a recipe (they are how a run is located).
 _PRETRAIN_ONLY_HELP = {"config": "Recipe: a name shipped with the package or a path to a YAML file "
                                  "(default: <method>_quickstart; with --resume, the run's own config.yaml)."}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, recipe: str | None = None, shown: dict | None = None,
-                      refused: tuple[str, ...] = (), helps: dict | None = None) -> None:
+                      refused: tuple[str, ...] = (), helps: dict | None = None, skip: tuple[str, ...] = ()) -> None:
     """One flag per RunConfig field; the help shows ``recipe``'s value where the recipe sets one, or ``shown``'s.
     ``refused`` fields (ones the command does not use) are hidden flags whose error says so; ``helps`` replaces
-    the field's help where the command means something else by it."""
+    the field's help where the command means something else by it; ``skip`` fields get no flag (the command
+    defines its own)."""
     from vissl_lite.config import load_recipe
 
     defaults = RunConfig().to_dict() | (load_recipe(recipe) if recipe else {}) | (shown or {})
     for name, f in FIELDS.items():
+        if name in skip:
+            continue
         flag = "--" + name.replace("_", "-")
         kind, _ = _base_type(name)
         if name in refused:
@@ -208,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="file to write [default: backbone.safetensors in the run folder; "
                     "<name>.backbone.safetensors beside any other checkpoint file]")
 
+    pv = sub.add_parser("preview", help="draw what an augmentation recipe does to your images, before training",
+                        description="Draw the first --n images of --data (top row: as evaluation sees them) and the "
+                        "views --augment with --augment-args makes of each for --method, de-normalised and seeded "
+                        "by --seed, so a recipe can be checked on your own images before any training.")
+    pv.add_argument("--config", default=None, help="recipe [default: <method>_quickstart]")
+    pv.add_argument("--n", type=int, default=8, help="number of images [default: 8]")
+    pv.add_argument("--split", default="train", choices=("train", "val", "test"), help="split [default: train]")
+    pv.add_argument("--out", dest="png", default=None, help="PNG to write [default: augment_<recipe>.png here]")
+    _add_config_flags(pv, recipe=DEFAULT_RECIPE, refused=tuple(k for k in FIELDS if k not in PREVIEW_FLAGS),
+                      skip=("out",))
+
     rc = sub.add_parser("reconstruct", help="draw original / corrupted / reconstructed images (mae, dae)",
                         description="Draw a grid with rows original / model input (masked or noisy) / "
                         "reconstruction, de-normalised (with norm_pix_loss, each patch's statistics are undone).")
@@ -314,6 +332,13 @@ def _export(args: argparse.Namespace) -> None:
               "map new images the same way first (the window is in the file's metadata).")
 
 
+def _preview(args: argparse.Namespace) -> None:
+    from vissl_lite.augment.preview import preview_augment
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    preview_augment(make_config(args.config, **given), args.n, args.png, args.split)
+
+
 def _reconstruct(args: argparse.Namespace) -> None:
     from vissl_lite.eval.reconstruct import reconstruct
 
@@ -336,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"Pretrain with torchrun, then run 'vissl-lite {args.command}' without it"
                               + (" (--checkpoint RUN)" if args.command == "transfer" else ""))
         commands = {"pretrain": _pretrain, "linear-probe": _evaluate, "knn": _evaluate, "finetune": _finetune,
-                    "transfer": _transfer, "export": _export, "reconstruct": _reconstruct}
+                    "transfer": _transfer, "export": _export, "reconstruct": _reconstruct,
+                    "preview": _preview}
         commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError,
             NonFiniteLossError) as e:
