@@ -298,6 +298,10 @@ def _flag(key: str) -> str:
     return f"'{key}' (--{key.replace('_', '-')})"
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone do not catch, before any work starts."""
     from vissl_lite.methods import METHODS, unknown_method
@@ -358,8 +362,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"'in_chans' (--in-chans) must be 0 (the data's own), 1 or 3, got {cfg.in_chans}")
     if len(cfg.mean) != len(cfg.std):
         raise ConfigError(f"'mean' (--mean) and 'std' (--std) need the same length, got {cfg.mean} and {cfg.std}")
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in cfg.mean + cfg.std) or \
-            any(v <= 0 for v in cfg.std):
+    if not all(map(_is_number, cfg.mean + cfg.std)) or any(v <= 0 for v in cfg.std):
         raise ConfigError(f"'mean' (--mean) and 'std' (--std) are numbers per channel with every std > 0 (images "
                           f"are divided by it), got {cfg.mean} and {cfg.std}")
     if not cfg.knn_k or any(not isinstance(k, int) or k <= 0 for k in cfg.knn_k):
@@ -387,10 +390,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.init_weights and not Path(cfg.init_weights).expanduser().is_file():
         raise ConfigError(f"--init-weights: no file at {cfg.init_weights}; give a local timm weights file "
                           "(.safetensors, .pth or .bin)")
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if not cfg.probe_lrs or any(not number(lr) or lr <= 0 for lr in cfg.probe_lrs):
+    if not cfg.probe_lrs or any(not _is_number(lr) or lr <= 0 for lr in cfg.probe_lrs):
         raise ConfigError(f"'probe_lrs' (--probe-lrs) must be a non-empty list of positive numbers, got "
                           f"{cfg.probe_lrs}")
     return cfg

@@ -165,7 +165,6 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     the run reuses (see :func:`saved_config`). ``rngs``: every process's random state in a multi-process run
     (:func:`rng_states_of_every_rank`), so each rank resumes its own stream; the process count is saved too, since a
     resume with another count would change the global batch and the schedule."""
-
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
