@@ -32,10 +32,10 @@ from vissl_lite.augment import build_augment
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def load_images(path: Path, n: int, side: int) -> torch.Tensor:
-    """uint8 (n, 3, side, side): CIFAR-10 train images (the built-in shapes when the file is absent), resized once
-    to ``side``."""
-    x, _, _ = load_cifar(n, path)
+def load_images(base: torch.Tensor, n: int, side: int) -> torch.Tensor:
+    """uint8 (n, 3, side, side): the first ``n`` of ``base`` (CIFAR-10 train images, or the built-in shapes when
+    the file is absent), resized once to ``side``."""
+    x = base[:n]
     if x.shape[-1] != side:
         x = F.interpolate(x.float(), size=(side, side), mode="bilinear", antialias=True).round().clamp(0, 255)
         x = x.to(torch.uint8)
@@ -144,10 +144,10 @@ def main() -> None:
     t_start = time.time()
     cases = {32: dict(n=4096, side=32, batch=256), 224: dict(n=512, side=256, batch=64)}
     results = {}
-    source = load_cifar(1, Path(args.data))[2]  # says so, loudly, when CIFAR-10 is not there
+    base, _, source = load_cifar(max(c["n"] for c in cases.values()), Path(args.data))  # read once; warns if absent
     for recipe in args.recipes.split(","):
         for size, c in cases.items():
-            images = load_images(Path(args.data), c["n"], c["side"])
+            images = load_images(base, c["n"], c["side"])
             row = {"images": len(images), "source_side": c["side"], "batch": c["batch"]}
             print(f"{recipe} {size}px ...", flush=True)
             for name, rates in (
