@@ -24,11 +24,6 @@ def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunCon
     prediction back through each patch's statistics (see ``MAE.reconstruct``). The mask or noise is drawn from
     a generator seeded with the run's seed, so the same run gives the same grid.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not hasattr(model, "reconstruct"):
         raise ValueError(f"method '{cfg.method}' does not reconstruct images; reconstruct works for mae and dae")
     device = next(model.parameters()).device
@@ -38,27 +33,34 @@ def save_reconstruction_grid(model: nn.Module, images: torch.Tensor, cfg: RunCon
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         out = model.reconstruct(x)
-    mean, std = default_stats(channels, cfg.mean, cfg.std)
-    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    rows = {"original": x, "input to the model": out["input"], "reconstruction": out["reconstruction"]}
+    return save_image_rows(rows, default_stats(channels, cfg.mean, cfg.std), path,
+                           title or f"{cfg.method} / {cfg.backbone} on {cfg.data}", fontsize=10)
 
-    def to_image(t: torch.Tensor):  # normalised (N, C, H, W) -> numpy (N, H, W, C) in [0, 1]
-        return (t.float().cpu() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
-    rows = {"original": to_image(x), "input to the model": to_image(out["input"]),
-            "reconstruction": to_image(out["reconstruction"])}
-    n = x.shape[0]
-    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.3), squeeze=False)
-    for r, (label, imgs) in enumerate(rows.items()):
+def save_image_rows(rows: dict[str, torch.Tensor], stats: tuple, path: Path, title: str, fontsize: int = 9) -> Path:
+    """A PNG grid: one row per entry of ``rows`` (label -> normalised (N, C, H, W) images, the same N), one column
+    per image, de-normalised with ``stats`` = (mean, std); grayscale for one channel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean_t, std_t = (torch.tensor(v).view(1, -1, 1, 1) for v in stats)
+    n = next(iter(rows.values())).shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.35 * len(rows) + 0.4), squeeze=False)
+    for r, (label, batch) in enumerate(rows.items()):
+        pics = (batch.float().cpu() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        gray = pics.shape[-1] == 1
         for c in range(n):
             ax = axes[r][c]
-            img = imgs[c]
-            ax.imshow(img[..., 0] if channels == 1 else img, cmap="gray" if channels == 1 else None, vmin=0, vmax=1,
+            ax.imshow(pics[c][..., 0] if gray else pics[c], cmap="gray" if gray else None, vmin=0, vmax=1,
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
-    fig.suptitle(title or f"{cfg.method} / {cfg.backbone} on {cfg.data}", fontsize=10)
+    fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
