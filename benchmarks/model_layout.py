@@ -13,7 +13,8 @@ times those steps alone (forward, backward, optimizer step) on one fixed pair of
 - lightly: lightly's recipe as pretrain_throughput.py builds it (one backbone pass per view, contiguous);
 - lightly_channels_last: the same, with channels-last weights and views.
 
-Variants alternate within each repeat, so drift on the machine hits all alike. Writes
+Every variant runs with glibc's default allocator (no ``runs.keep_freed_memory``), so the comparison is of the
+layouts alone. Variants alternate within each repeat, so drift on the machine hits all alike. Writes
 benchmarks/results/model_layout_<device>.json; leaves summary.json alone.
 """
 

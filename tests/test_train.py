@@ -321,3 +321,36 @@ def test_a_run_shorter_than_its_warmup_says_so(npz_gray, tmp_path, capsys):
     assert "1 step of 12" in out and "note: the whole run (1 step) is warmup (--warmup-epochs 1 is 3 steps here)" in out
     pretrain(make_config(**base | {"max_steps": 3}, out=str(tmp_path / "b"), warmup_epochs=0.5))
     assert "warmup" not in capsys.readouterr().out
+
+
+def _faults_refilling(n_bytes: int) -> int:
+    """Minor page faults of filling a fresh ``n_bytes`` tensor, after one of the same size was filled and freed."""
+    import resource
+
+    torch.ones(n_bytes // 4).sum()  # allocate, touch every page, free
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(n_bytes // 4).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(runs._glibc() is None, reason="glibc's mallopt: Linux with glibc only")
+def test_keep_freed_memory_reuses_pages_of_freed_tensors_and_restores_on_exit(monkeypatch):
+    for k in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.delenv("VISSL_LITE_KEEP_FREED_MEMORY", raising=False)
+    pages = 64 * 2**20 // 4096  # a 64 MB tensor: above glibc's largest mmap threshold, so mmap-ed by default
+    assert _faults_refilling(64 * 2**20) > pages // 2  # default glibc: every large tensor is faulted in anew
+    with runs.keep_freed_memory(torch.device("cpu")) as kept:
+        assert kept
+        assert _faults_refilling(64 * 2**20) < pages // 20  # the freed pages are reused
+    assert _faults_refilling(64 * 2**20) > pages // 2  # mmap is back, and the heap was trimmed
+    # off: another device, an opt-out, a user's own glibc tuning
+    with runs.keep_freed_memory(torch.device("meta")) as kept:
+        assert not kept
+    monkeypatch.setenv("VISSL_LITE_KEEP_FREED_MEMORY", "0")
+    with runs.keep_freed_memory(torch.device("cpu")) as kept:
+        assert not kept and _faults_refilling(64 * 2**20) > pages // 2
+    monkeypatch.delenv("VISSL_LITE_KEEP_FREED_MEMORY")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    with runs.keep_freed_memory(torch.device("cpu")) as kept:
+        assert not kept

@@ -7,6 +7,8 @@ plain tensors and Python containers only, so it loads with ``torch.load(..., wei
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import platform
 import random
@@ -57,6 +59,52 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"--device {name}: vissl-lite runs on cpu, cuda or mps")
     return device
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory(device: torch.device):
+    """While training on the CPU under glibc: serve every allocation from the process heap and keep freed memory
+    there, instead of mapping each large tensor fresh from the OS and unmapping it when freed.
+
+    glibc maps any block over its mmap threshold (32 MB at most) with its own mmap and unmaps it on free, so every
+    step's large activations (ResNet-18 at 32 px, 256 views: 67 MB each) are page-faulted in anew, 4 KB at a time:
+    about 430,000 page faults (1.7 GB) per step, 11-12% of the step's time on 2 CPU cores. With mmap off and the heap
+    never trimmed, the second step reuses the first step's pages. The cost is memory: the process keeps its peak
+    heap until the context exits (peak RSS 2.3 -> 2.8-3.1 GB for that job, freed blocks of different sizes not
+    always reused). On exit mmap comes back (at glibc's largest threshold, 32 MB, where its dynamic threshold settles
+    once big tensors are freed) and the heap is trimmed.
+
+    Does nothing (yields False) off the CPU, off glibc, when any ``MALLOC_*`` variable is set (the user tunes glibc
+    themselves), or with ``VISSL_LITE_KEEP_FREED_MEMORY=0``.
+    """
+    libc = None if device.type != "cpu" else _glibc()
+    if (libc is None or os.environ.get("VISSL_LITE_KEEP_FREED_MEMORY", "1") == "0"
+            or any(k.startswith("MALLOC_") for k in os.environ)):
+        yield False
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield True
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
+        libc.mallopt(_M_MMAP_MAX, 65536)
+        libc.malloc_trim(0)
 
 
 def use_channels_last(model: nn.Module) -> bool:

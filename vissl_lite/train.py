@@ -398,7 +398,7 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     epoch = step // steps_per_epoch
     stop: dict = {}
     try:
-        with _stop_requests() as stop:
+        with _stop_requests() as stop, runs.keep_freed_memory(device):
             while step < total:
                 loader.set_epoch(epoch, start=step - epoch * steps_per_epoch)
                 for x, y in loader:
