@@ -11,7 +11,10 @@ regimes="0.01,0.1,1"
 for set in pneumoniamnist:10 retinamnist:30; do
   name=${set%%:*}; epochs=${set##*:}
   run=$out/$name
-  if [ ! -f "$run/checkpoint.pt" ]; then
+  # metrics.json is written when pretraining finishes; a checkpoint without it is an interrupted run: resume it
+  if [ -f "$run/checkpoint.pt" ] && [ ! -f "$run/metrics.json" ]; then
+    vissl-lite pretrain --out "$run" --resume --no-progress
+  elif [ ! -f "$run/metrics.json" ]; then
     vissl-lite pretrain --data "$data/$name/$name.npz" --image-size 28 --epochs "$epochs" --out "$run" --no-progress
   fi
   vissl-lite linear-probe --checkpoint "$run" --label-fraction $regimes --seeds 3 --no-progress

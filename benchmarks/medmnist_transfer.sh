@@ -15,4 +15,4 @@ for spec in pneumoniamnist:radiology:10 retinamnist:fundus:30; do
     --out "$out/$name" --no-progress --resume
   echo "$name: $(( $(date +%s) - start )) s"
 done
-python benchmarks/summarise_transfer.py "$out" pneumoniamnist retinamnist
+python "$(dirname "$0")/summarise_transfer.py" "$out" pneumoniamnist retinamnist

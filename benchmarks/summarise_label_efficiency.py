@@ -34,11 +34,16 @@ def collect(root: Path) -> dict:
     return sets
 
 
+def _seeds(s: dict) -> str:
+    found = sorted({r["seeds"] for r in s["rows"]})
+    return "/".join(map(str, found)) or "0"
+
+
 def markdown(sets: dict) -> str:
     out = []
     for name, s in sets.items():
         regimes = sorted({(r["label_fraction"], r["regime"], r["n_train"]) for r in s["rows"]})
-        out.append(f"**{name}** (test top-1 % / macro AUROC, mean ± std over 3 seeds)\n")
+        out.append(f"**{name}** (test top-1 % / macro AUROC, mean ± std over {_seeds(s)} seeds)\n")
         out.append("| protocol | init | " + " | ".join(f"{g} ({n} labels)" for _, g, n in regimes) + " |")
         out.append("|---|---|" + "---|" * len(regimes))
         keys = []
@@ -69,13 +74,17 @@ def main() -> None:
         p.error(f"{root} holds no finished set (a subfolder with metrics.json from medmnist_label_efficiency.sh); "
                 "nothing written")
     results = Path(__file__).parent / "results" / "label_efficiency.json"
-    results.write_text(json.dumps(sets, indent=2))
+    kept = json.loads(results.read_text()) if results.is_file() else {}
+    others = sorted(set(kept) - set(sets))
+    if others:  # sets this folder does not hold keep their committed rows
+        print(f"keeping the committed results of {', '.join(others)} ({root} has no finished run of them)")
+    results.write_text(json.dumps(kept | sets, indent=2))
     from vissl_lite.eval.report import plot_label_efficiency
 
     docs = Path(__file__).parents[1] / "docs"
     for name, s in sets.items():  # one figure per set: every protocol, SSL (solid) against baseline (dashed)
         plot_label_efficiency(s["rows"], docs / f"label_efficiency_{name}.png",
-                              f"{name}: test top-1, mean ± std over 3 seeds")
+                              f"{name}: test top-1, mean ± std over {_seeds(s)} seeds")
     print(markdown(sets))
 
 

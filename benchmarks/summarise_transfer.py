@@ -15,20 +15,26 @@ ROOT = Path(__file__).resolve().parent
 
 
 def main(runs: Path, names: list[str]) -> None:
+    out = ROOT / "results" / "transfer.json"
+    kept = json.loads(out.read_text())["sets"] if out.is_file() else {}
     result = {"description": "vissl-lite transfer per MedMNIST set: test ACC and macro AUROC (%), mean and std over "
                              "seeds, SSL vs random init, plus the MedMNIST v2 paper's ResNet-18 (28) for reference",
-              "sets": {}}
+              "sets": dict(kept)}  # sets not named here keep their committed rows
+    missing = [str(runs / n / "metrics.json") for n in names if not (runs / n / "metrics.json").is_file()]
+    if missing:
+        sys.exit(f"no finished transfer result at {', '.join(missing)}: run benchmarks/medmnist_transfer.sh (or "
+                 "'vissl-lite transfer ... --out RUNS_DIR/SET') first; nothing written")
     for name in names:
         m = json.loads((runs / name / "metrics.json").read_text())
-        pre = json.loads((runs / name / "pretrain" / "metrics.json").read_text())
+        pre_file = runs / name / "pretrain" / "metrics.json"  # absent for a transfer of an existing --checkpoint
+        pre = json.loads(pre_file.read_text()) if pre_file.is_file() else None
         result["sets"][name] = {
             "pretraining": {k: m["config"][k] for k in ("method", "augment", "backbone", "image_size", "epochs")},
             "table": m["eval"]["table"], "comparison": m["eval"]["comparison"],
             "paper_resnet18_28_acc_auc": MEDMNIST_RESNET18_28.get(name),
-            "seconds": {"pretrain": pre["timing"]["total_s"], "total": m["timing"]["total_s"]},
+            "seconds": {"pretrain": pre["timing"]["total_s"] if pre else None, "total": m["timing"]["total_s"]},
             "environment": m["environment"]}
         print(f"## {name}\n\n{medmnist_table(m['eval']['table'])}")
-    out = ROOT / "results" / "transfer.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
