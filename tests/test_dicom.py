@@ -16,8 +16,8 @@ from vissl_lite.data import DataError, load_split  # noqa: E402
 from vissl_lite.data.readers import decode_image, read_dicom  # noqa: E402
 
 
-def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric="MONOCHROME2", frames=1):
-    """A CT-like 16-bit unsigned DICOM file."""
+def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric="MONOCHROME2", frames=1, bits=16):
+    """A CT-like 16-bit unsigned DICOM file (``bits=8``: an 8-bit one)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -25,12 +25,12 @@ def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    pixels = np.asarray(pixels, dtype=np.uint16)
+    pixels = np.asarray(pixels, dtype=np.uint16 if bits == 16 else np.uint8)
     ds.Rows, ds.Columns = pixels.shape[-2:]
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window:
         ds.WindowCenter, ds.WindowWidth = window
@@ -63,6 +63,9 @@ def test_multiframe_and_broken_files_are_named(tmp_path):
     two = np.zeros((2, 4, 4))
     with pytest.raises(DataError, match="2 frames"):
         read_dicom(write_dicom(tmp_path / "cine.dcm", two, frames=2))
+    with pytest.raises(DataError, match="2 frames") as e:  # the reader's message as it is, not wrapped again
+        decode_image(tmp_path / "cine.dcm", 8, 1)
+    assert "cannot decode" not in str(e.value) and str(e.value).count("cine.dcm") == 1
     (tmp_path / "bad.dcm").write_bytes(b"DICM but not really")
     with pytest.raises(DataError, match="bad.dcm"):
         decode_image(tmp_path / "bad.dcm", 8, 1)
@@ -126,3 +129,18 @@ def test_missing_pydicom_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pydicom", None)
     with pytest.raises(DataError, match=r"vissl-lite\[medical\]"):
         read_dicom(path)
+
+
+def test_an_8bit_dicom_keeps_its_levels_under_auto_and_monochrome1_still_inverts(tmp_path):
+    """An 8-bit DICOM is a display image, like an 8-bit PNG: 'auto' keeps its stored levels (50-150 stays 50-150,
+    not stretched to 0-255 by its percentiles); MONOCHROME1 is still inverted; an explicit window still applies."""
+    levels = np.linspace(50, 150, 64).round().reshape(8, 8)
+    plain = read_dicom(write_dicom(tmp_path / "us.dcm", levels, bits=8))
+    assert np.array_equal(plain, levels.astype(np.uint8))
+    inverted = read_dicom(write_dicom(tmp_path / "m1.dcm", levels, bits=8, photometric="MONOCHROME1"))
+    assert np.array_equal(inverted.astype(int), 255 - levels.astype(int))
+    stretched = read_dicom(tmp_path / "us.dcm", "file")
+    assert stretched.min() == 0 and stretched.max() == 255
+    # 8 bits with a rescale are modality values, not display levels: their percentiles, as before
+    rescaled = read_dicom(write_dicom(tmp_path / "ct8.dcm", levels, bits=8, slope=2, intercept=-100))
+    assert rescaled.min() == 0 and rescaled.max() == 255

@@ -165,3 +165,19 @@ def test_knn_on_multilabel_data_says_why_it_was_skipped(tmp_path):
     assert "kNN skipped: kNN voting is single-label" in summary({"eval": ev})
     report = write_report(tmp_path, {"command": "knn", "eval": ev, "config": {}}, {})
     assert report.read_text().count("kNN skipped: kNN voting is single-label") == 1
+
+
+def test_online_monitor_runs_at_the_last_step_and_is_off_with_a_note_on_multilabel(npz_gray, tmp_path, capsys):
+    common = dict(epochs=1, probe=False, **FAST | {"batch_size": 12})
+    pretrain(make_config(data=str(npz_gray), out=str(tmp_path / "short"), knn_every=5, knn_k=[3], **common))
+    lines = [json.loads(x) for x in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if "knn_top1" in r] == [1.0]  # 5 epochs never come: the last step logs it
+    # multi-label labels: the monitor is off before training (it used to stop the run after its first epoch)
+    x = np.random.default_rng(0).integers(0, 256, (24, 16, 16), dtype=np.uint8)
+    y = np.random.default_rng(1).integers(0, 2, (24, 3))
+    np.savez(tmp_path / "ml.npz", train_images=x, train_labels=y, val_images=x[:8], val_labels=y[:8],
+             test_images=x[-8:], test_labels=y[-8:])
+    pretrain(make_config(data=str(tmp_path / "ml.npz"), out=str(tmp_path / "ml"), knn_every=1, **common))
+    assert "--knn-every is off: kNN classifies single-label data" in capsys.readouterr().out
+    assert runs.load_checkpoint(tmp_path / "ml")["step"] == 2
+    assert not any("knn_top1" in x for x in (tmp_path / "ml" / "metrics.jsonl").read_text().splitlines())

@@ -16,7 +16,7 @@ from vissl_lite.augment.medical import (
 )
 from vissl_lite.augment.views import default_stats
 from vissl_lite.config import ConfigError, make_config
-from vissl_lite.data import load_split
+from vissl_lite.data import DataError, load_split
 from vissl_lite.data.readers import dataset_window, decode_image, parse_window
 
 
@@ -265,3 +265,94 @@ def test_elastic_warp_on_the_device_changes_geometry_and_keeps_the_range():
     warped = unnormalise(build_augment("radiology", 32, 1, p_elastic=1.0, elastic_alpha=2.0, **keep)(x)[0], 1)
     assert warped.shape == x.shape and not torch.allclose(warped, x, atol=1e-3)
     assert warped.min() >= -1e-5 and warped.max() <= 1 + 1e-5
+
+
+def test_16bit_files_share_one_range_so_a_dark_file_stays_darker(tmp_path, capsys):
+    """'auto' maps every 16-bit file by 0-65535, not by whether its own values pass 255: a dark film (values
+    0-199) in a set of brighter ones loads darker than them, and one just above 255 does not flip to black. A set
+    whose sampled files all stay below 256 (8-bit images saved as 16-bit files) is read with 0-255, with a note."""
+    root, wide = tmp_path / "films", tmp_path / "wide8"
+    root.mkdir()
+    wide.mkdir()
+    for i in range(6):
+        write16(root / f"{i}.png", np.linspace(20000, 22000, 64).reshape(8, 8) + i)
+        write16(wide / f"{i}.png", np.linspace(0, 200 + i, 64).reshape(8, 8))
+    write16(root / "dark.png", np.linspace(0, 199, 64).reshape(8, 8))
+    write16(root / "dark257.png", np.linspace(0, 256, 64).reshape(8, 8))
+    means = {f.name: float(decode_image(f, 8, 1, "auto").float().mean()) for f in sorted(root.iterdir())}
+    assert means["dark.png"] < means["dark257.png"] < min(means[f"{i}.png"] for i in range(6))
+    films = load_split(str(root), "train", 8, progress=False)
+    assert films.window == "auto" and films.window_note == ""
+    eight = load_split(str(wide), "train", 8, progress=False)
+    assert eight.window == (0.0, 255.0) and "8-bit images stored in 16-bit files" in eight.window_note
+    expected = decode_image(wide / "0.png", 8, 1, (0.0, 255.0))
+    assert torch.equal(eight.images[0], expected) and int(eight.images.max()) > 190  # not 0-1 of 255
+
+
+def test_int32_tiff_with_negative_values_is_windowed_by_its_own_range_not_clipped_at_zero(tmp_path):
+    values = np.random.default_rng(2).permutation(np.linspace(-32768, 32752, 256)).reshape(16, 16).astype(np.int32)
+    Image.fromarray(values).save(tmp_path / "hu.tif")
+    with Image.open(tmp_path / "hu.tif") as im:
+        assert im.mode == "I"
+    out = decode_image(tmp_path / "hu.tif", 16, 1, "auto")[0].numpy().astype(int)
+    order = np.argsort(values.ravel())
+    assert (np.diff(out.ravel()[order]) >= 0).all()
+    assert len(np.unique(out[values < 0])) > 90  # the negative half is resolved, not all black
+
+
+def test_a_folder_mixing_grayscale_and_colour_files_says_so(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "rgb.png")
+    mixed = load_split(str(root), "train", 8, progress=False)
+    assert mixed.channels == 3 and "1 of the 6 checked files are colour (e.g." in mixed.layout
+    assert "rgb.png" in mixed.layout and "--in-chans 1" in mixed.layout
+    assert load_split(str(root), "train", 8, channels=1, progress=False).layout == ""  # asked for: no note
+    (root / "rgb.png").unlink()
+    assert load_split(str(root), "train", 8, progress=False).layout == ""
+
+
+def test_window_dataset_with_skip_leaves_unreadable_files_out(tmp_path):
+    root = tmp_path / "films"
+    root.mkdir()
+    for i in range(6):
+        write16(root / f"{i}.png", np.linspace(1000, 3000, 64).reshape(8, 8) + i)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png"):
+        load_split(str(root), "train", 8, window="dataset", progress=False)
+    ok = load_split(str(root), "train", 8, window="dataset", on_bad_file="skip", progress=False)
+    assert len(ok) == 6 and ok.skipped == [str(root / "broken.png")] and ok.window[0] >= 1000
+
+
+def test_window_values_must_be_finite_and_negative_values_parse_on_the_command_line():
+    from vissl_lite.cli import _attach_negative_values, build_parser
+
+    for bad in ("0,inf", "nan,400", "-inf,0"):
+        with pytest.raises(ConfigError, match="finite"):
+            make_config(window=bad)
+    args = build_parser().parse_args(_attach_negative_values(["pretrain", "--window", "-1000,400", "--lr", "-1"]))
+    assert args.window == "-1000,400"
+    assert _attach_negative_values(["pretrain", "--window=-5,5", "--no-progress"]) == [
+        "pretrain", "--window=-5,5", "--no-progress"]
+
+
+def test_transfer_of_a_run_keeps_its_window_refuses_another_and_states_it(tmp_path):
+    from vissl_lite.eval.transfer import transfer
+    from vissl_lite.train import pretrain
+
+    root = tmp_path / "films"
+    for cls, (lo, hi) in (("a", (1000, 2000)), ("b", (3000, 4000))):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            write16(root / cls / f"{i}.png", np.linspace(lo, hi, 64).reshape(8, 8) + i)
+    pretrain(data=str(root), window="dataset", out=str(tmp_path / "run"), image_size=8, batch_size=8, max_steps=1,
+             probe=False, progress=False, backbone="resnet18")
+    with pytest.raises(ConfigError, match="pretrained with --window dataset"):
+        transfer(str(root), checkpoint=tmp_path / "run", out=tmp_path / "t1", window="file", protocols=("knn",))
+    m = transfer(str(root), checkpoint=tmp_path / "run", out=tmp_path / "t2", protocols=("knn",), seeds=1,
+                 label_fraction=[1.0], progress=False)
+    resolved = load_split(str(root), "train", 8, window="dataset", progress=False).window
+    assert m["window"] == list(resolved)
+    assert f"{resolved[0]:g} to {resolved[1]:g} mapped to 0-255" in (tmp_path / "t2" / "report.md").read_text()

@@ -40,6 +40,8 @@ def test_multilabel_data_gets_a_bce_probe_with_auroc_and_no_knn(tmp_path):
     assert lp["metrics"]["auroc_per_label"][0] > 90 and 0 <= lp["map"] <= 100
     assert "multi-label" in m["eval"]["knn"]["skipped"]
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["train"]["steps"] == 2
+    report = (tmp_path / "r" / "report.md").read_text()  # the report shows mAP beside the mean AUROC
+    assert "test mean AUROC (%) | test mAP (%) |" in report and f"{lp['map']:.2f}" in report
 
 
 def test_unlabeled_folder_keeps_every_image_for_training(tmp_path):

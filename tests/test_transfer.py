@@ -72,6 +72,38 @@ def test_medmnist_table_has_acc_and_auc_per_regime():
     assert "| linear probe | SSL | 83.4 ± 1.2 | 89.6 ± 0.5 | 85.5 ± 0.1 | 93.7 ± 0.5 |" in table
 
 
+def test_multilabel_rows_are_reported_as_mean_auc_and_map_not_as_acc(tmp_path):
+    """Multi-label rows have no top-1: their mean is the mean AUROC. The table, the comparison, the console and
+    the report name it so, show mAP beside it, and draw the AUC label-efficiency plot."""
+    from vissl_lite.eval.transfer import transfer_summary, write_transfer_report
+
+    def ml(init, regime, n, auc, map_):
+        return {"protocol": "linear_probe", "init": init, "regime": regime, "n_train": n, "metric": "auroc_mean",
+                "mean": auc, "std": 1.0, "seeds": 2, "map_mean": map_, "map_std": 0.5}
+
+    rows = [ml("ssl", "10%", 51, 80.0, 40.0), ml("random_init", "10%", 51, 60.0, 30.0),
+            ml("ssl", "100%", 512, 85.0, 45.0), ml("random_init", "100%", 512, 84.5, 44.8)]
+    table = medmnist_table(rows)
+    assert "| mean AUC 10% (51) | mAP 10% |" in table and "ACC" not in table
+    assert "| linear probe | SSL | 80.0 ± 1.0 | 40.0 ± 0.5 | 85.0 ± 1.0 | 45.0 ± 0.5 |" in table
+    found = compare(rows)
+    assert "acc" not in found[0] and found[0]["auc"]["verdict"] == "better" and found[0]["map"]["delta"] == 10.0
+    assert found[1]["auc"]["verdict"] == "within noise"
+    assert ssl_wins(found) == (["linear probe 10%"], [])
+    data = tmp_path / "ml.npz"
+    data.write_bytes(b"")  # data_name needs the file to exist, not to be read
+    metrics = {"data": str(data), "config": {"method": "simclr", "augment": "simclr", "backbone": "resnet18",
+                                             "image_size": 28, "epochs": 1, "data": str(data)},
+               "environment": {}, "checkpoint": "run", "timing": {"total_s": 60}, "steps": {},
+               "eval": {"table": rows, "comparison": found}}
+    text = write_transfer_report(tmp_path, metrics).read_text()
+    assert "| protocol | labels | Δmean AUC | ΔmAP |" in text and "+20.0 (better)" in text
+    assert "ACC is top-1" not in text and (tmp_path / "label_efficiency_auc.png").is_file()
+    summary = transfer_summary(metrics)
+    assert "test mean AUC / mAP" in summary and "80.0 ± 1.0 /  40.0" in summary
+    assert "(mean AUC beyond seed noise) in: linear probe 10%" in summary
+
+
 @pytest.mark.slow
 def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, capsys):
     out = tmp_path / "t"

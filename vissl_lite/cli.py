@@ -7,6 +7,7 @@ defaults. Run ``vissl-lite pretrain --help`` for the full list.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -347,8 +348,20 @@ def _reconstruct(args: argparse.Namespace) -> None:
     reconstruct(args.checkpoint, out=args.out, data=args.data, split=args.split, n=args.n, device=args.device)
 
 
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--window -1000,400`` -> ``--window=-1000,400``: argparse reads a value that starts with '-' and is not a
+    plain number as another option. No flag of ours starts with '-' and a digit, so such a token is a value."""
+    out: list[str] = []
+    for token in argv:
+        if out and re.match(r"-\.?\d", token) and out[-1].startswith("--") and out[-1] != "--" and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     from vissl_lite.data import DataError
     from vissl_lite.runs import CheckpointError
     from vissl_lite.train import NonFiniteLossError, TrainingInterrupted

@@ -138,8 +138,9 @@ class RunConfig:
     seeds: int = _f(1, "Repeat each evaluation with this many seeds (label subset and head); report mean +- std.")
     knn_k: list = _f([20, 200], "Neighbours for the weighted kNN evaluation (each k is reported).")
     knn_temperature: float = _f(0.07, "Temperature T of the kNN vote weights exp(cos / T).")
-    knn_every: int = _f(0, "Online kNN monitor: every N epochs, kNN top-1 on the val split (train split as the "
-                        "bank), logged to metrics.jsonl and drawn in train_curves.png (0: off).")
+    knn_every: int = _f(0, "Online kNN monitor: every N epochs and at the last step, kNN top-1 (the first "
+                        "--knn-k) on the val split (train split as the bank), logged to metrics.jsonl and drawn in "
+                        "train_curves.png; single-label data only (0: off).")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -234,7 +234,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
         if total and round(cfg.warmup_epochs * steps_per_epoch) >= total:
             print(f"  note: the whole run ({_steps(total)}) is warmup (--warmup-epochs {cfg.warmup_epochs:g} is "
-                  f"{round(cfg.warmup_epochs * steps_per_epoch)} steps here): the learning rate only ramps up, no "
+                  f"{_steps(round(cfg.warmup_epochs * steps_per_epoch))} here): the learning rate only ramps up, no "
                   "cosine decay; lower --warmup-epochs for one")
         if stale:
             print(f"  removed {len(stale)} partial checkpoint file(s) left by a process killed while saving")
@@ -258,13 +258,22 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         except (ValueError, DataError) as e:
             skip_reason = f"evaluation skipped: {e}"
             print(f"  note: {skip_reason}")
-    monitor = _KnnMonitor(cfg, eval_splits, device) if cfg.knn_every and eval_splits and main else None
+    if cfg.knn_every and main and eval_splits and eval_splits["train"].multilabel:
+        print("  note: --knn-every is off: kNN classifies single-label data and these labels are multi-label (the "
+              "probe reports mean AUROC and mAP)")
+        eval_splits_knn = None
+    else:
+        eval_splits_knn = eval_splits
+    if cfg.knn_every and main and skip_reason:
+        print("  note: --knn-every is off: the run has no labeled splits to monitor")
+    monitor = _KnnMonitor(cfg, eval_splits_knn, device) if cfg.knn_every and eval_splits_knn and main else None
 
     # ---- the loop
     hooks = []
     if monitor is not None:
         every = cfg.knn_every * steps_per_epoch
-        hooks.append(lambda step, last: {"knn_top1": monitor(model)} if step % every == 0 else None)
+        # every N epochs, and at the last step (a run shorter than N epochs still gets its value)
+        hooks.append(lambda step, last: {"knn_top1": monitor(model)} if step % every == 0 or last else None)
     t_train, start_step = time.time(), step
     step = run_loop(train_model, model, loader, aug, optimizer, StepSchedule(optimizer, total, warmup, cfg), cfg,
                     step, total, steps_per_epoch, out, hooks, desc="pretrain", checkpoint=True,
@@ -434,10 +443,12 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
                         if main:
                             _append(log_path, record)
+                    t_hooks = time.time()
                     for hook in hooks:
                         extra = hook(step, is_last)
                         if extra and main:
                             _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
+                    t_log += time.time() - t_hooks  # a monitor's time is not training throughput
                     if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
                         _check_finite(bad_loss, last_good, step, out, checkpoint)
                         rngs = runs.rng_states_of_every_rank()  # every rank, before rank 0 saves

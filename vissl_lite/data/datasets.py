@@ -302,8 +302,7 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
                   window="auto") -> ImageSet:
     tree = readers.read_tree(root)
     files, labels, class_names = tree["train"]
-    if window == "dataset":  # from every training file (any carved splits included), the same for each split
-        window = _dataset_window(tuple(files))
+    skip = on_bad_file == "skip"
     unlabeled = bool((labels < 0).all())
     if unlabeled and split not in tree:
         why = _folder_layout(root, tree, class_names, unlabeled, {}, val_fraction) or f"{root} has no class subfolders"
@@ -316,25 +315,34 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
             keep, cut = stratified_split(labels[pool], val_fraction, seed)
             carved[name_], pool = pool[cut], pool[keep]
     carved["train"] = pool
+    if window == "dataset":  # from the training files only (not the val/test carved here), the same for each split
+        window = _dataset_window(tuple(files[i] for i in pool), skip)
     if split in carved:
         files, labels = [files[i] for i in carved[split]], labels[carved[split]]
     else:
         files, labels = tree[split][0], tree[split][1]
     layout = _folder_layout(root, tree, class_names, unlabeled, carved, val_fraction)
     top = _narrow_16bit_max(tuple(tree["train"][0])) if window == "auto" else None
-    bits = top.bit_length() if top else 0
-    window_note = "" if top is None else (
-        f"note: the sampled 16-bit files hold values up to {top} of 65535 ({bits}-bit data in 16-bit files?); "
-        f"--window auto maps the full 16-bit range, so they load as 0-{round(255 * top / 65535)} of 255, nearly "
-        f"black. Pass --window dataset (one range from the training files) or --window 0,{2 ** bits - 1}")
     own, bare = _dicom_window_mix(tuple(tree["train"][0])) if window == "auto" else (0, 0)
+    bits = top.bit_length() if top else 0
+    window_note = ""
+    if top is not None and top <= 255 and not own + bare:  # 8-bit images saved as 16-bit files: read as 8-bit
+        window = (0.0, 255.0)
+        window_note = (f"note: the sampled 16-bit files hold values up to {top} only (8-bit images stored in 16-bit "
+                       "files); every file is read with --window 0,255, so any value above 255 is clipped")
+    elif top is not None and top > 255:
+        window_note = (
+            f"note: the sampled 16-bit files hold values up to {top} of 65535 ({bits}-bit data in 16-bit files?); "
+            f"--window auto maps the full 16-bit range, so they load as 0-{round(255 * top / 65535)} of 255, nearly "
+            f"black. Pass --window dataset (one range from the training files) or --window 0,{2 ** bits - 1}")
     if own and bare:  # each file its own mapping, two kinds of mapping: the same tissue, other grey levels
         window_note = "\n  ".join(filter(None, [window_note, (
             f"note: of {own + bare} sampled DICOM files, {own} carry their own window (WindowCenter/Width or a VOI "
             f"LUT) and {bare} do not (--window auto maps those by their own 0.5-99.5 percentiles), so one tissue "
             "can load as different grey levels. For one mapping pass --window dataset or --window LO,HI")]))
-    skip = on_bad_file == "skip"
-    source_channels = _folder_channels(tree["train"][0], skip)
+    source_channels, mixed = _folder_channels(tree["train"][0], skip)
+    if mixed and not channels:  # a forced --in-chans converts every file, and channel_note says so
+        layout = "; ".join(filter(None, [layout, mixed]))
     channels = channels or source_channels  # one channel count for every split
     num_classes = len(class_names) if (labels >= 0).any() else 0
     common = dict(name=name, split=split, channels=channels, image_size=image_size, num_classes=num_classes,
@@ -409,27 +417,33 @@ def _dicom_window_mix(files: tuple[Path, ...]) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset_window(files: tuple[Path, ...]) -> tuple[float, float]:
-    return readers.dataset_window(list(files))
+def _dataset_window(files: tuple[Path, ...], skip: bool = False) -> tuple[float, float]:
+    return readers.dataset_window(list(files), skip=skip)
 
 
-def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 4096) -> int:
-    """3 if any of up to ``samples`` files spread over the folder is in colour, else 1 (pass --in-chans to force).
-    Only headers are read; a folder up to ``samples`` files is checked whole, so a few colour files among many
-    grayscale ones still make it colour rather than being turned gray unseen."""
+def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 4096) -> tuple[int, str]:
+    """(3 if any of up to ``samples`` files spread over the folder is in colour, else 1; a note when both kinds
+    are there). Only headers are read; a folder up to ``samples`` files is checked whole, so a few colour files
+    among many grayscale ones still make it colour rather than being turned gray unseen, and say so."""
     step = max(1, -(-len(files) // samples))
-    return _channels_of(tuple(files[::step]), skip_bad)
+    checked = tuple(files[::step])
+    channels, (n_gray, colour, n_colour) = _channels_of(checked, skip_bad)
+    if not (n_gray and n_colour):
+        return channels, ""
+    return 3, (f"{n_colour} of the {len(checked)} checked files are colour (e.g. {colour}), the rest grayscale: the "
+               "set loads as 3 channels, grayscale files with their gray channel repeated; pass --in-chans 1 to "
+               "read every file as grayscale")
 
 
 @functools.lru_cache(maxsize=8)
-def _channels_of(files: tuple[Path, ...], skip_bad: bool) -> int:
-    found = []
+def _channels_of(files: tuple[Path, ...], skip_bad: bool) -> tuple[int, tuple]:
+    """(channels, (grayscale count, first colour file, colour count))."""
+    gray, colour = [], []
     for f in files:
         try:
-            found.append(readers.image_channels(f))
+            (colour if readers.image_channels(f) == 3 else gray).append(f)
         except DataError:
             if not skip_bad:
                 raise
-        if found and found[-1] == 3:
-            break
-    return max(found, default=3)
+    channels = 3 if colour or not gray else 1
+    return channels, (len(gray), colour[0] if colour else None, len(colour))

@@ -243,8 +243,9 @@ def _pydicom():
     return pydicom
 
 
-WINDOW_HELP = ("'auto' (a DICOM file's own VOI LUT or window tags, else its 0.5-99.5 percentile range; 16-bit "
-               "PNG/TIFF: the full 0-65535 range; 32-bit float TIFF: its 0.5-99.5 percentile range), 'file' (every "
+WINDOW_HELP = ("'auto' (a DICOM file's own VOI LUT or window tags, an 8-bit one's stored levels, else its 0.5-99.5 "
+               "percentile range; 16-bit PNG/TIFF: the full 0-65535 range, or 0-255 for a set whose sampled files "
+               "stay below 256; 32-bit float TIFF: its 0.5-99.5 percentile range), 'file' (every "
                "file's own 0.5-99.5 percentile range), 'dataset' (one 0.5-99.5 percentile range of the training "
                "files' values, the same for every file and split) or 'LO,HI' in the files' units (Hounsfield units "
                "for CT, e.g. '-1000,400')")
@@ -261,6 +262,8 @@ def parse_window(value) -> str | tuple[float, float]:
             lo, hi = (float(v) for v in str(value).split(","))
         except ValueError:
             raise ValueError(f"window {value!r} is not valid; give {WINDOW_HELP}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"window {value!r}: both ends must be finite numbers")
     if not hi > lo:
         raise ValueError(f"window {value!r}: the upper end must be above the lower end")
     return lo, hi
@@ -272,7 +275,8 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
     - DICOM: modality values (rescale slope/intercept or the modality LUT applied); ``own_window`` is the range of
       its VOI LUT output or its first window centre/width, None without either; ``invert`` for MONOCHROME1. When a
       VOI LUT is present ``values`` are its output.
-    - 16-bit (or 32-bit int) PNG/TIFF: the stored values; ``own_window`` is the format's full range.
+    - 16-bit (or 32-bit int) PNG/TIFF: the stored values; ``own_window`` is 0-65535, the 16-bit range (None for a
+      32-bit int file with values outside it, e.g. signed Hounsfield units: 'auto' then uses its percentiles).
     - 32-bit float TIFF: the stored values (non-finite ones set to the lowest finite value); no ``own_window``.
 
     Returns None for 8-bit and colour files, which are already display images and are never windowed.
@@ -301,14 +305,17 @@ def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float] | 
         if not finite.all():  # NaN / inf (e.g. outside a scan's field of view): the darkest value
             values = np.where(finite, values, values[finite].min() if finite.any() else 0.0)
         return values, None, False
-    # A 16-bit file whose values all stay below 256 is an 8-bit image stored wide: read it as 8-bit.
-    return values, (0.0, 65535.0 if values.max() > 255 else 255.0), False
+    if im.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+        return values, None, False  # 32-bit int beyond 0-65535 (e.g. signed HU): no format range, like float
+    # The format's range for every file alike (not each file's own maximum), so a dark file stays darker than a
+    # bright one; a set of 8-bit images stored in 16-bit files is found from a sample of the set (datasets.py)
+    return values, (0.0, 65535.0), False
 
 
 def narrow_16bit_max(files: list[Path], samples: int = 32, seed: int = 0) -> int | None:
     """The largest value in up to ``samples`` 16-bit integer PNG/TIFF files of ``files`` when it is at most 4095
-    (10- or 12-bit data stored in 16 bits, which 'auto' maps by the full 0-65535 range and so loads nearly black),
-    else None. DICOM (its own window) and unreadable files are not sampled; the files are decoded, so only files
+    (8-, 10- or 12-bit data stored in 16 bits, which 'auto' maps by the full 0-65535 range and so loads nearly
+    black), else None. DICOM (its own window) and unreadable files are not sampled; the files are decoded, so only files
     whose header says 16-bit are read whole."""
     rng = np.random.default_rng(seed)
     top, seen = 0, 0
@@ -323,7 +330,7 @@ def narrow_16bit_max(files: list[Path], samples: int = 32, seed: int = 0) -> int
                 top, seen = max(top, int(np.asarray(im).max())), seen + 1
         except DECODE_ERRORS:
             continue
-    return top if seen and 255 < top <= 4095 else None
+    return top if seen and top <= 4095 else None
 
 
 def dicom_window_mix(files: list[Path], samples: int = 32, seed: int = 0) -> tuple[int, int]:
@@ -384,15 +391,22 @@ def _windowed(raw: tuple[np.ndarray, tuple[float, float] | None, bool], window) 
     return apply_window(values, lo, hi, invert)
 
 
-def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, seed: int = 0) -> tuple[float, float]:
+def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, seed: int = 0,
+                   skip: bool = False) -> tuple[float, float]:
     """One 0.5-99.5 percentile window over up to ``samples`` of ``files`` (``pixels`` random values from each):
     every file is then mapped the same way, so intensity differences between files survive. Seeded, so every
-    split and every run gets the same window. 8-bit and colour files are not sampled."""
+    split and every run gets the same window. 8-bit and colour files are not sampled; unreadable ones are a
+    :class:`DataError` unless ``skip`` (``--on-bad-file skip``), which leaves them out."""
     rng = np.random.default_rng(seed)
     chosen = [files[i] for i in np.sort(rng.permutation(len(files))[:samples])]
     pooled = []
     for f in chosen:
-        raw = read_high_range(f)
+        try:
+            raw = read_high_range(f)
+        except DataError:
+            if not skip:
+                raise
+            continue
         if raw is not None:
             flat = raw[0].ravel()
             pooled.append(flat[rng.integers(0, flat.size, min(pixels, flat.size))])
@@ -440,8 +454,15 @@ def _dicom_high_range(ds, arr: np.ndarray) -> tuple[np.ndarray, tuple[float, flo
         centre = float(centre[0] if isinstance(centre, MultiValue) else centre)
         width = float(width[0] if isinstance(width, MultiValue) else width)
         own = (centre - width / 2, centre + width / 2)
+    elif int(ds.get("BitsStored", 16)) <= 8 and _identity_modality(ds):  # a display image: its stored levels
+        own = (0.0, float(2 ** int(ds.BitsStored) - 1))
     invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1"
     return values, own, invert
+
+
+def _identity_modality(ds) -> bool:
+    return ("ModalityLUTSequence" not in ds and float(ds.get("RescaleSlope", 1) or 1) == 1
+            and float(ds.get("RescaleIntercept", 0) or 0) == 0)
 
 
 def read_dicom(file: Path, window="auto") -> np.ndarray:
@@ -449,7 +470,8 @@ def read_dicom(file: Path, window="auto") -> np.ndarray:
 
     1. stored values -> modality values (rescale slope and intercept, or the modality LUT);
     2. ``window`` (see :data:`WINDOW_HELP`); by default the file's VOI LUT, or its first window centre/width, or
-       else its 0.5-99.5 percentile range, mapped linearly to 0-255 (values outside are clipped);
+       (8 bits stored, no rescale) its stored levels as they are, or else its 0.5-99.5 percentile range, mapped
+       linearly to 0-255 (values outside are clipped);
     3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
 
     Multi-frame files are refused: each frame would be a separate image. Colour files are scaled from their bit
@@ -616,6 +638,8 @@ def decode_image(file: Path, size: int, channels: int, window="auto") -> torch.T
                 else:
                     im = ImageOps.exif_transpose(im).convert(mode)
         arr = np.asarray(im, dtype=np.uint8)
+    except DataError:  # already names the file and the fix (e.g. a multi-frame DICOM)
+        raise
     except DECODE_ERRORS as e:
         raise DataError(f"cannot decode image {file} ({e}); remove or replace the file, or pass "
                         "--on-bad-file skip") from e

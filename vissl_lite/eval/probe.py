@@ -200,6 +200,9 @@ def table_rows(results: dict, protocol: str, init: str) -> list[dict]:
     aucs = [s.get("auroc") for s in seeds]
     if metric == "top1" and all(a is not None for a in aucs):
         row |= {"auroc_mean": float(np.mean(aucs)), "auroc_std": seed_std(aucs)}
+    maps = [s.get("map") for s in seeds]
+    if metric == "auroc_mean" and all(m is not None for m in maps):  # multi-label: mAP beside the mean AUROC
+        row |= {"map_mean": float(np.mean(maps)), "map_std": seed_std(maps)}
     return [row | _one_class([s.get("predicted_classes") for s in seeds])]
 
 

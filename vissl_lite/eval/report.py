@@ -44,13 +44,13 @@ def results_table(rows: list[dict]) -> str:
         return "_no results_\n"
     single = any(r["metric"] == "top1" for r in rows)
     head = "| protocol | init | labels | n train | " + ("test top-1 (%) | test macro AUROC |" if single else
-                                                       "test mean AUROC |")
+                                                       "test mean AUROC (%) | test mAP (%) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = [protocol_name(r["protocol"]), init_name(r["init"]), r["regime"], str(r["n_train"]),
                  _fmt(r["mean"], r["std"], r["seeds"])]
-        if single:
-            cells.append(_fmt(r["auroc_mean"], r["auroc_std"], r["seeds"]) if "auroc_mean" in r else "–")
+        other = ("auroc_mean", "auroc_std") if single else ("map_mean", "map_std")
+        cells.append(_fmt(r[other[0]], r[other[1]], r["seeds"]) if other[0] in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
     seeds = max(r["seeds"] for r in rows)
     note = f"\nMean ± std over {seeds} seeds (label subset and head/initialisation seed).\n" if seeds > 1 else "\n"

@@ -24,6 +24,7 @@ from vissl_lite import runs
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import FIELDS, ConfigError, config_from_dict, make_config, parse_value
 from vissl_lite.data import data_name
+from vissl_lite.data.readers import parse_window
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
 from vissl_lite.eval.report import init_name, knn_clamp_note, protocol_name
 
@@ -117,7 +118,13 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     elif pretrain_data:
         raise ConfigError("give --checkpoint (an existing run) or --pretrain-data (to pretrain), not both")
     ckpt_file = runs.find_checkpoint(checkpoint)
-    pre_cfg = runs.load_checkpoint(ckpt_file)["config"]  # read once: the file holds the optimizer state too
+    saved = runs.load_checkpoint(ckpt_file)  # read once: the file holds the optimizer state too
+    pre_cfg = saved["config"]
+    if "window" in eval_over and parse_window(eval_over["window"]) != parse_window(pre_cfg.get("window", "auto")):
+        # every step maps the data as pretraining did (a resolved 'dataset' range included): one window per report
+        raise ConfigError(f"--window {eval_over['window']}: {checkpoint} was pretrained with --window "
+                          f"{pre_cfg.get('window', 'auto')}, and its probes and fine-tuning map the data the same "
+                          "way; leave --window out (or pretrain again with the window you want)")
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad --checkpoint or pretraining input leaves no folder
 
     # ---- 2. frozen features: linear probe and kNN
@@ -142,7 +149,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
     metrics = {"command": "transfer", "data": data, "pretrain_data": pretrain_data or data,
                "checkpoint": str(ckpt_file), "init_weights": init_weights, "protocols": list(protocols),
-               "config": pre_cfg, "environment": runs.environment(),
+               "config": pre_cfg, "window": saved.get("window") or pre_cfg.get("window", "auto"),
+               "environment": runs.environment(),
                "eval": {"table": rows, "comparison": compare(rows)},
                "steps": {k: str(out / k) for k in steps}, "timing": {"total_s": round(time.time() - t0, 1)}}
     write_metrics(out, metrics)
@@ -171,9 +179,7 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
         return _load(out)
     dev = runs.resolve_device(eval_over.get("device", "auto"))
     cfg, model, ckpt = runs.load_run(ckpt_file, dev)
-    keep = {k: v for k, v in eval_over.items() if k != "device"}
-    if keep.get("window") == "dataset" and ckpt.get("window"):  # the range pretraining resolved, not the target's own
-        del keep["window"]
+    keep = {k: v for k, v in eval_over.items() if k not in ("device", "window")}  # the run's window (resolved)
     cfg = config_from_dict(cfg.to_dict() | keep | {"data": data})
     t0 = time.time()
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
@@ -214,7 +220,7 @@ def compare(rows: list[dict]) -> list[dict]:
         if base is None:
             continue
         entry = {"protocol": protocol, "regime": regime, "n_train": ssl["n_train"], "metric": ssl["metric"]}
-        for key, mean, std in (("acc", "mean", "std"), ("auc", "auroc_mean", "auroc_std")):
+        for key, mean, std in _compared(ssl["metric"]):
             if mean not in ssl or mean not in base:
                 continue
             gap = ssl[mean] - base[mean]
@@ -233,17 +239,32 @@ def compare(rows: list[dict]) -> list[dict]:
     return found
 
 
+def _compared(metric: str) -> tuple[tuple[str, str, str], ...]:
+    """(comparison key, row mean, row std) of the two numbers compared: ACC and AUC for single-label rows; for
+    multi-label rows (``metric`` 'auroc_mean', no top-1) the mean AUROC and mAP."""
+    if metric == "top1":
+        return ("acc", "mean", "std"), ("auc", "auroc_mean", "auroc_std")
+    return ("auc", "mean", "std"), ("map", "map_mean", "map_std")
+
+
+def _headline(rows_or_comparison: list[dict]) -> tuple[str, str]:
+    """The names of the two compared numbers: ('ACC', 'AUC'), or ('mean AUC', 'mAP') for multi-label data."""
+    single = any(r.get("metric") == "top1" for r in rows_or_comparison) or not rows_or_comparison
+    return ("ACC", "AUC") if single else ("mean AUC", "mAP")
+
+
 def ssl_wins(comparison: list[dict]) -> tuple[list[str], list[str]]:
-    """Names of the (protocol, regime) settings where SSL beats random init: ACC better beyond seed noise, AUC
-    not worse beyond it, and not a one-class model; and of those where ACC says better but AUC or a one-class
-    model disagrees."""
+    """Names of the (protocol, regime) settings where SSL beats random init: ACC (multi-label: mean AUC) better
+    beyond seed noise, AUC not worse beyond it, and not a one-class model; and of those where ACC says better but
+    AUC or a one-class model disagrees."""
     wins, mixed = [], []
     for c in comparison:
-        if c.get("acc", {}).get("verdict") != "better":
+        first = _compared(c["metric"])[0][0]
+        if c.get(first, {}).get("verdict") != "better":
             continue
         name = f"{protocol_name(c['protocol'])} {c['regime']}"
         why = ("predicts one class" if c.get("one_class") else
-               "AUC worse" if c.get("auc", {}).get("verdict") == "worse" else "")
+               "AUC worse" if first == "acc" and c.get("auc", {}).get("verdict") == "worse" else "")
         (mixed if why else wins).append(f"{name} ({why})" if why else name)
     return wins, mixed
 
@@ -262,7 +283,7 @@ def _cell(row: dict | None, mean: str, std: str) -> str:
 
 def medmnist_table(rows: list[dict]) -> str:
     """Markdown in the MedMNIST style: one row per (protocol, init), for every label regime an ACC and an AUC
-    column (test, %, mean ± std over seeds). Multi-label data shows mean AUROC in place of ACC and mAP-free AUC."""
+    column (test, %, mean ± std over seeds). Multi-label data: mean AUROC over the labels and mAP."""
     first: dict[str, int] = {}
     for r in rows:
         first.setdefault(r["regime"], r["n_train"])
@@ -273,22 +294,30 @@ def medmnist_table(rows: list[dict]) -> str:
         if key not in order:
             order.append(key)
     by = {(r["protocol"], r["init"], r["regime"]): r for r in rows}
-    acc = "ACC" if any(r["metric"] == "top1" for r in rows) else "mean AUC"
-    head = "| protocol | init | " + " | ".join(f"{acc} {name} ({n}) | AUC {name}" for n, name in regimes) + " |"
+    first, second = _headline(rows)
+    (_, *pair1), (_, *pair2) = _compared("top1" if first == "ACC" else "auroc_mean")
+    head = "| protocol | init | " + " | ".join(f"{first} {name} ({n}) | {second} {name}" for n, name in regimes) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(regimes))]
     for protocol, init in order:
         cells = []
         for _, name in regimes:
             row = by.get((protocol, init, name))
-            cells += [_cell(row, "mean", "std"), _cell(row, "auroc_mean", "auroc_std") if acc == "ACC" else "–"]
+            cells += [_cell(row, *pair1), _cell(row, *pair2)]
         lines.append(f"| {protocol_name(protocol)} | {init_name(init)} | " + " | ".join(cells) + " |")
     note = knn_clamp_note(rows)
     return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
 
 def _auc_rows(rows: list[dict]) -> list[dict]:
-    return [r | {"mean": r["auroc_mean"], "std": r["auroc_std"], "metric": "auroc_macro"}
-            for r in rows if "auroc_mean" in r]
+    """Rows with AUC as their mean: single-label rows' AUROC, multi-label rows (their mean is the mean AUROC)."""
+    return [r | {"mean": r["auroc_mean"], "std": r["auroc_std"], "metric": "auroc_macro"} if "auroc_mean" in r
+            else r for r in rows if "auroc_mean" in r or r["metric"] == "auroc_mean"]
+
+
+def _window_text(window) -> str:
+    if isinstance(window, (list, tuple)):
+        return f"{window[0]:g} to {window[1]:g} mapped to 0-255"
+    return f"--window {window}"
 
 
 def write_transfer_report(out: Path, metrics: dict) -> Path:
@@ -307,13 +336,18 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
              + f" on {cfg['data']}"
              + (f", started from {metrics['init_weights']}" if metrics.get("init_weights") else ""),
              f"- **checkpoint:** {metrics['checkpoint']}",
+             *([f"- **window** (files with more than 8 bits, every step): {_window_text(metrics['window'])}"]
+               if metrics.get("window", "auto") != "auto" else []),
              f"- **environment:** torch {env.get('torch')}, timm {env.get('timm')}, "
              f"{device}; vissl-lite "
              f"{env.get('vissl_lite')} (git {env.get('git_sha')})",
              f"- **time:** {metrics['timing']['total_s'] / 60:.1f} min", ""]
+    first, second = _headline(rows)
     lines += ["## Results (test split, %)", "",
-              "ACC is top-1 accuracy, AUC the macro one-vs-rest AUROC (for two classes: the AUROC), as in MedMNIST. "
-              "Columns: share of the training labels used (labeled images in brackets). "
+              ("ACC is top-1 accuracy, AUC the macro one-vs-rest AUROC (for two classes: the AUROC), as in MedMNIST. "
+               if first == "ACC" else "Multi-label data: mean AUC is each label's AUROC averaged over the labels, "
+               "mAP each label's average precision averaged (per-label tables in the steps' reports). ")
+              + "Columns: share of the training labels used (labeled images in brackets). "
               + ("Mean ± std (sample std, n - 1) over seeds; each seed draws its own label subset and head."
                  if any(r["seeds"] > 1 for r in rows) else "One seed: no spread to show."),
               "", medmnist_table(rows)]
@@ -329,12 +363,13 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
                   "(every seed gave the same value, as kNN on all labels does: nothing in it is random) mark gaps "
                   "with no noise estimate to compare with. 'one class' marks an SSL model that gave every test "
                   "image the same class, whose ACC is the majority class's share.", "",
-                  "| protocol | labels | ΔACC | ΔAUC |", "|---|---|---|---|"]
+                  f"| protocol | labels | Δ{first} | Δ{second} |", "|---|---|---|---|"]
+        keys = [k for k, _, _ in _compared("top1" if first == "ACC" else "auroc_mean")]
         for c in comparison:
-            notes = {k: c[k]["verdict"] for k in ("acc", "auc") if k in c}
+            notes = {k: c[k]["verdict"] for k in keys if k in c}
             if c.get("one_class") and "acc" in notes:
                 notes["acc"] += "; SSL: one class"
-            cells = [f"{_signed(c[k]['delta'])} ({notes[k]})" if k in c else "–" for k in ("acc", "auc")]
+            cells = [f"{_signed(c[k]['delta'])} ({notes[k]})" if k in c else "–" for k in keys]
             lines.append(f"| {protocol_name(c['protocol'])} | {c['regime']} ({c['n_train']}) | " + " | ".join(cells)
                          + " |")
         lines.append("")
@@ -361,14 +396,17 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
 
 
 def transfer_summary(metrics: dict) -> str:
-    lines = [f"vissl-lite transfer: {data_name(metrics['data'])}, test ACC / AUC (%)"]
+    first, second = _headline(metrics["eval"]["table"])
+    lines = [f"vissl-lite transfer: {data_name(metrics['data'])}, test {first} / {second} (%)"]
     for r in metrics["eval"]["table"]:
-        auc = f" / {r['auroc_mean']:5.1f}" if "auroc_mean" in r else ""
+        other = "auroc_mean" if r["metric"] == "top1" else "map_mean"
+        auc = f" / {r[other]:5.1f}" if other in r else ""
         std = f" ± {r['std']:.1f}" if r["seeds"] > 1 else ""
         lines.append(f"  {protocol_name(r['protocol']):<13} {init_name(r['init']):<22} "
                      f"{r['regime']:>6} ({r['n_train']:>5}): {r['mean']:5.1f}{std}{auc}")
     wins, mixed = ssl_wins(metrics["eval"]["comparison"])
-    lines.append(f"  SSL beats random init (ACC beyond seed noise, AUC not worse) in: {', '.join(wins) or 'none'}")
+    why = "ACC beyond seed noise, AUC not worse" if first == "ACC" else "mean AUC beyond seed noise"
+    lines.append(f"  SSL beats random init ({why}) in: {', '.join(wins) or 'none'}")
     if mixed:
         lines.append(f"  ACC better but not a win: {', '.join(mixed)}")
     return "\n".join(lines)
