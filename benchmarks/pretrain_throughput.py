@@ -31,9 +31,11 @@ Ours steps inside ``runs.keep_freed_memory``, as ``vissl-lite pretrain`` does on
 in the heap instead of unmapping each large tensor and page-faulting it back in at the next step. lightly's
 pipeline, as its users run it, has glibc's defaults. So that the ratio can be read without that setting, the same
 lightly pipeline (its model, loader and optimizer) is also stepped inside ``keep_freed_memory``, as a third row
-``lightly_keep_freed`` (``ratio_vs_lightly_keep_freed``); each entry to the context trims the heap on exit, so the
-first step of every repeat pays the page faults again, on both sides alike. Set a ``MALLOC_*`` variable to run
-every side with glibc as configured (the JSON records them).
+``lightly_keep_freed`` (``ratio_vs_lightly_keep_freed``). Two limits of doing this in one process (README, End to
+end): each exit from the context trims the heap, so the first step of every repeat pays the page faults again;
+and glibc keeps the thresholds the exit sets, which also cut the plain ``lightly`` row's faults, so after the
+first exit that row no longer runs with glibc's untouched state. Set a ``MALLOC_*`` variable to run every side
+with glibc as configured (the JSON records them).
 
 ``--compile`` adds a third pipeline to each job, ours with ``--compile`` (the model's forward and backward through
 torch.compile; the warm-up absorbs the compile), and writes pretrain_throughput_<device>_compile.json instead,

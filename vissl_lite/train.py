@@ -258,15 +258,15 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         except (ValueError, DataError) as e:
             skip_reason = f"evaluation skipped: {e}"
             print(f"  note: {skip_reason}")
-    if cfg.knn_every and main and eval_splits and eval_splits["train"].multilabel:
-        print("  note: --knn-every is off: kNN classifies single-label data and these labels are multi-label (the "
-              "probe reports mean AUROC and mAP)")
-        eval_splits_knn = None
-    else:
-        eval_splits_knn = eval_splits
-    if cfg.knn_every and main and skip_reason:
-        print("  note: --knn-every is off: the run has no labeled splits to monitor")
-    monitor = _KnnMonitor(cfg, eval_splits_knn, device) if cfg.knn_every and eval_splits_knn and main else None
+    monitor = None
+    if cfg.knn_every and main:
+        if skip_reason:
+            print("  note: --knn-every is off: the run has no labeled splits to monitor")
+        elif eval_splits["train"].multilabel:
+            print("  note: --knn-every is off: kNN classifies single-label data and these labels are multi-label "
+                  "(the probe reports mean AUROC and mAP)")
+        else:
+            monitor = _KnnMonitor(cfg, eval_splits, device)
 
     # ---- the loop
     hooks = []

@@ -247,10 +247,12 @@ def _compared(metric: str) -> tuple[tuple[str, str, str], ...]:
     return ("auc", "mean", "std"), ("map", "map_mean", "map_std")
 
 
-def _headline(rows_or_comparison: list[dict]) -> tuple[str, str]:
-    """The names of the two compared numbers: ('ACC', 'AUC'), or ('mean AUC', 'mAP') for multi-label data."""
-    single = any(r.get("metric") == "top1" for r in rows_or_comparison) or not rows_or_comparison
-    return ("ACC", "AUC") if single else ("mean AUC", "mAP")
+HEADLINE = {"top1": ("ACC", "AUC"), "auroc_mean": ("mean AUC", "mAP")}  # the names of _compared's two numbers
+
+
+def _metric(rows: list[dict]) -> str:
+    """'top1' for single-label rows (or none), 'auroc_mean' for multi-label rows, which have no top-1."""
+    return "top1" if not rows or any(r["metric"] == "top1" for r in rows) else "auroc_mean"
 
 
 def ssl_wins(comparison: list[dict]) -> tuple[list[str], list[str]]:
@@ -294,8 +296,9 @@ def medmnist_table(rows: list[dict]) -> str:
         if key not in order:
             order.append(key)
     by = {(r["protocol"], r["init"], r["regime"]): r for r in rows}
-    first, second = _headline(rows)
-    (_, *pair1), (_, *pair2) = _compared("top1" if first == "ACC" else "auroc_mean")
+    metric = _metric(rows)
+    first, second = HEADLINE[metric]
+    (_, *pair1), (_, *pair2) = _compared(metric)
     head = "| protocol | init | " + " | ".join(f"{first} {name} ({n}) | {second} {name}" for n, name in regimes) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(regimes))]
     for protocol, init in order:
@@ -342,7 +345,8 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
              f"{device}; vissl-lite "
              f"{env.get('vissl_lite')} (git {env.get('git_sha')})",
              f"- **time:** {metrics['timing']['total_s'] / 60:.1f} min", ""]
-    first, second = _headline(rows)
+    metric = _metric(rows)
+    first, second = HEADLINE[metric]
     lines += ["## Results (test split, %)", "",
               ("ACC is top-1 accuracy, AUC the macro one-vs-rest AUROC (for two classes: the AUROC), as in MedMNIST. "
                if first == "ACC" else "Multi-label data: mean AUC is each label's AUROC averaged over the labels, "
@@ -364,7 +368,7 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
                   "with no noise estimate to compare with. 'one class' marks an SSL model that gave every test "
                   "image the same class, whose ACC is the majority class's share.", "",
                   f"| protocol | labels | Δ{first} | Δ{second} |", "|---|---|---|---|"]
-        keys = [k for k, _, _ in _compared("top1" if first == "ACC" else "auroc_mean")]
+        keys = [k for k, _, _ in _compared(metric)]
         for c in comparison:
             notes = {k: c[k]["verdict"] for k in keys if k in c}
             if c.get("one_class") and "acc" in notes:
@@ -396,7 +400,7 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
 
 
 def transfer_summary(metrics: dict) -> str:
-    first, second = _headline(metrics["eval"]["table"])
+    first, second = HEADLINE[_metric(metrics["eval"]["table"])]
     lines = [f"vissl-lite transfer: {data_name(metrics['data'])}, test {first} / {second} (%)"]
     for r in metrics["eval"]["table"]:
         other = "auroc_mean" if r["metric"] == "top1" else "map_mean"
