@@ -37,6 +37,13 @@ and glibc keeps the thresholds the exit sets, which also cut the plain ``lightly
 first exit that row no longer runs with glibc's untouched state. Set a ``MALLOC_*`` variable to run every side
 with glibc as configured (the JSON records them).
 
+``--processes N`` runs each pipeline in its own fresh Python process instead, N rounds per job in alternating
+order (ours, lightly, lightly_keep_freed, then the reverse), each process doing the warm-up and the repeats. This is
+how users run each tool: ours holds the heap setting for the whole measurement, as ``run_loop`` holds it for a
+whole run, and lightly starts from glibc's untouched state. Writes pretrain_throughput_<device>_processes.json; for
+SimCLR it is the ``simclr_throughput_vs_lightly`` headline (the one-process ratio kept beside it as
+``ratio_one_process`` when pretrain_throughput_<device>.json is there).
+
 ``--compile`` adds a third pipeline to each job, ours with ``--compile`` (the model's forward and backward through
 torch.compile; the warm-up absorbs the compile), and writes pretrain_throughput_<device>_compile.json instead,
 leaving summary.json (the default configuration's headline) alone.
@@ -47,9 +54,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -179,7 +190,9 @@ class Pipeline:
 
 
 def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, workers: int,
-               compiled: bool = False) -> list[Pipeline]:
+               compiled: bool = False, only: str | None = None) -> list[Pipeline]:
+    """The pipelines compared for ``job``: ours, lightly, and (when the heap setting applies) lightly stepped with
+    it; with ``only``, just the one of that name (its model built as in the full set)."""
     spec = dict(JOBS[job])
     cfg = make_config(spec.pop("recipe"), data="shapes", image_size=32, device=str(device), **spec)
     channels = images.shape[1]
@@ -223,6 +236,8 @@ def build_pair(job: str, images: torch.Tensor, device: torch.device, amp_dtype, 
     if heap_kept(device):  # the same lightly pipeline (model, loader, optimizer) stepped with ours' heap setting
         pipelines.append(copy.copy(pipelines[-1]))
         pipelines[-1].name, pipelines[-1].keep_freed = "lightly_keep_freed", True
+    if only is not None:
+        return [p for p in pipelines if p.name == only]
     return pipelines
 
 
@@ -233,9 +248,9 @@ def heap_kept(device: torch.device) -> bool:
         return kept
 
 
-def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dict:
-    amp_dtype = torch.bfloat16 if precision == "bf16" else None
-    pipelines = build_pair(job, images, device, amp_dtype, args.workers, args.compile)
+def time_pipelines(pipelines: list[Pipeline], device, args) -> tuple[dict, dict]:
+    """Warm-up, then ``args.repeats`` timed passes of every pipeline in turn: (images/s per repeat, summed phase
+    seconds) by pipeline name."""
     for p in pipelines:  # warm-up: workers start, oneDNN picks kernels, allocator settles
         p.steps(args.warmup, sync=False)
     rates = {p.name: [] for p in pipelines}
@@ -249,15 +264,20 @@ def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dic
     if device.type == "cuda":  # phase times need a synchronize at each boundary: one extra pass per pipeline
         for p in pipelines:
             phases[p.name] = p.steps(args.steps, sync=True)[1]
-    row = {"batch_size": pipelines[0].batch_size, "steps_per_repeat": args.steps}
-    for p in pipelines:
-        total = sum(phases[p.name].values())
-        row[p.name] = {"images_per_s": statistics.mean(rates[p.name]),
-                       "std": statistics.stdev(rates[p.name]) if len(rates[p.name]) > 1 else 0.0,
-                       "repeats": rates[p.name],
-                       "breakdown_share": {k: v / total for k, v in phases[p.name].items()},
-                       "ms_per_step": {k: 1000 * v / (args.steps * (1 if device.type == "cuda" else args.repeats))
-                                       for k, v in phases[p.name].items()}}
+    return rates, phases
+
+
+def make_row(batch_size: int, rates: dict, phases: dict, steps_timed: dict, args) -> dict:
+    """One job's result: images/s (mean and std over repeats or processes), the phase breakdown and the ratios.
+    ``steps_timed``: by pipeline, the number of steps its summed phase seconds cover."""
+    row = {"batch_size": batch_size, "steps_per_repeat": args.steps}
+    for name in rates:
+        total = sum(phases[name].values())
+        row[name] = {"images_per_s": statistics.mean(rates[name]),
+                     "std": statistics.stdev(rates[name]) if len(rates[name]) > 1 else 0.0,
+                     "repeats": rates[name],
+                     "breakdown_share": {k: v / total for k, v in phases[name].items()},
+                     "ms_per_step": {k: 1000 * v / steps_timed[name] for k, v in phases[name].items()}}
     row["ratio_vs_lightly"] = row["vissl_lite"]["images_per_s"] / row["lightly"]["images_per_s"]
     if "lightly_keep_freed" in row:
         row["ratio_vs_lightly_keep_freed"] = (row["vissl_lite"]["images_per_s"]
@@ -265,8 +285,62 @@ def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dic
     if "vissl_lite_compiled" in row:
         row["compiled_ratio_vs_lightly"] = row["vissl_lite_compiled"]["images_per_s"] / row["lightly"]["images_per_s"]
         row["compiled_vs_eager"] = row["vissl_lite_compiled"]["images_per_s"] / row["vissl_lite"]["images_per_s"]
+    return row
+
+
+def measure(job: str, precision: str, images: torch.Tensor, device, args) -> dict:
+    """Every pipeline of ``job`` in this process, interleaved per repeat."""
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    pipelines = build_pair(job, images, device, amp_dtype, args.workers, args.compile)
+    rates, phases = time_pipelines(pipelines, device, args)
+    per = args.steps * (1 if device.type == "cuda" else args.repeats)
+    row = make_row(pipelines[0].batch_size, rates, phases, {p.name: per for p in pipelines}, args)
     del pipelines
     return row
+
+
+def measure_one(job: str, precision: str, name: str, images: torch.Tensor, device, args) -> dict:
+    """The child side of ``--processes``: pipeline ``name`` alone in this fresh process. A pipeline that keeps
+    freed memory holds the setting across warm-up and repeats, as run_loop holds it across a run (entering and
+    leaving it per repeat would trim the heap each time)."""
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    (pipeline,) = build_pair(job, images, device, amp_dtype, args.workers, only=name)
+    held, pipeline.keep_freed = pipeline.keep_freed, False
+    with runs.keep_freed_memory(device) if held else contextlib.nullcontext():
+        rates, phases = time_pipelines([pipeline], device, args)
+    return {"images_per_s": statistics.mean(rates[name]), "repeats": rates[name], "phases": phases[name],
+            "keep_freed_memory": held}
+
+
+def pipeline_names(device) -> list[str]:
+    return ["vissl_lite", "lightly"] + (["lightly_keep_freed"] if heap_kept(device) else [])
+
+
+def measure_processes(job: str, precision: str, device, args) -> dict:
+    """Each pipeline of ``job`` in its own fresh process, ``args.processes`` rounds in alternating order; a
+    process's images/s is the mean of its repeats, and the row's mean and std are over processes."""
+    names = pipeline_names(device)
+    rates = {n: [] for n in names}
+    phases = {n: dict.fromkeys(PHASES, 0.0) for n in names}
+    for r in range(args.processes):
+        for name in names if r % 2 == 0 else names[::-1]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--jobs", job, "--precision",
+                   precision, "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats",
+                   str(args.repeats), "--workers", str(args.workers), "--images", str(args.images),
+                   "--device", str(device)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+            if done.returncode != 0 or not lines:
+                raise SystemExit(f"the {name} process for {job} {precision} failed (exit {done.returncode}):\n"
+                                 f"{done.stderr[-3000:]}")
+            one = json.loads(lines[-1][len("RESULT "):])
+            rates[name].append(one["images_per_s"])
+            for k in PHASES:
+                phases[name][k] += one["phases"][k]
+            print(f"    round {r + 1} {name}: {one['images_per_s']:.1f} img/s", flush=True)
+    per = args.processes * args.steps * (1 if device.type == "cuda" else args.repeats)
+    batch_size = JOBS[job]["batch_size"]
+    return make_row(batch_size, rates, phases, dict.fromkeys(names, per), args)
 
 
 def main() -> None:
@@ -280,6 +354,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8192)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time ours with --compile (a third pipeline)")
+    p.add_argument("--processes", type=int, default=0, metavar="N",
+                   help="run each pipeline in its own fresh process, N alternating rounds (0: all in this process)")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: the child process of --processes
     args = p.parse_args()
     for flag, given, valid in (("--jobs", args.jobs, JOBS), ("--precision", args.precision, ("fp32", "bf16"))):
         unknown = [v for v in given.split(",") if v not in valid]
@@ -289,14 +366,23 @@ def main() -> None:
         import lightly  # noqa: F401  (the reference side of every job)
     except ImportError:
         p.error("the lightly package is the baseline here and is not installed: pip install -e \".[bench]\"")
+    if args.processes < 0 or (args.processes and args.compile):
+        p.error("--processes takes a number of rounds >= 1 (0: one process) and does not combine with --compile")
     device = torch.device(args.device)
     t0 = time.time()
-    images, _, source = load_cifar(args.images)
+    if args.one:
+        images, _, _ = load_cifar(args.images)
+        print("RESULT " + json.dumps(measure_one(args.jobs, args.precision, args.one, images, device, args)))
+        return
+    images, _, source = load_cifar(args.images) if not args.processes else (None, None, load_cifar(16)[2])
     results = {}
     for job in args.jobs.split(","):
         for precision in args.precision.split(","):
             print(f"{job} {precision} ...", flush=True)
-            row = measure(job, precision, images, device, args)
+            if args.processes:
+                row = measure_processes(job, precision, device, args)
+            else:
+                row = measure(job, precision, images, device, args)
             results[f"{job}_{precision}"] = row
             print(f"  ours {row['vissl_lite']['images_per_s']:.1f} img/s, lightly {row['lightly']['images_per_s']:.1f}"
                   f" img/s: {row['ratio_vs_lightly']:.2f}x", flush=True)
@@ -311,13 +397,16 @@ def main() -> None:
     out = {"benchmark": "pretrain_throughput", "device": device.type, "environment": env,
            "config": {"jobs": {k: JOBS[k] for k in args.jobs.split(",")}, "image_size": 32,
                       "lightly_dataloader_workers": args.workers, "timed_steps_per_repeat": args.steps,
-                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": len(images), "data": source,
+                      "warmup_steps": args.warmup, "repeats": args.repeats, "images": args.images, "data": source,
+                      "mode": (f"separate processes, {args.processes} alternating rounds" if args.processes
+                               else "one process, pipelines interleaved per repeat"),
                       "compiled_pipeline": args.compile, "keep_freed_memory": heap_kept(device),
                       "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}},
            "results": results, "wall_s": round(time.time() - t0, 1)}
     full = args.jobs == p.get_default("jobs") and args.precision == p.get_default("precision")
     part = "" if full else f"_{args.jobs.replace(',', '+')}_{args.precision.replace(',', '+')}"  # a partial run
-    path = write_result(f"pretrain_throughput_{device.type}{'_compile' if args.compile else ''}{part}.json", out)
+    mode = "_compile" if args.compile else "_processes" if args.processes else ""
+    path = write_result(f"pretrain_throughput_{device.type}{mode}{part}.json", out)
     if not args.compile and ("simclr_fp32" in results or "simclr_bf16" in results):
         key = "simclr_throughput_vs_lightly" + ("" if device.type == "cpu" else f"_{device.type}")
         headline = "simclr_fp32" if device.type == "cpu" else "simclr_bf16"  # each device's default precision
@@ -328,6 +417,14 @@ def main() -> None:
         other = "simclr_bf16" if headline == "simclr_fp32" else "simclr_fp32"
         if other in results:
             entry[f"ratio_{other.split('_')[1]}"] = round(results[other]["ratio_vs_lightly"], 2)
+        entry["mode"] = out["config"]["mode"]
+        if args.processes:  # the one-process run's ratio for the same job, when there is one, beside it
+            one_process = path.with_name(f"pretrain_throughput_{device.type}.json")
+            if one_process.exists():
+                row = json.loads(one_process.read_text())["results"].get(headline)
+                if row:
+                    entry["ratio_one_process"] = round(row["ratio_vs_lightly"], 2)
+                    entry["source_one_process"] = one_process.name
         update_summary({key: entry})
     print(f"\n{'job':<14} {'ours (img/s)':>16} {'lightly (img/s)':>16} {'ratio':>6} {'ratio*':>6}   "
           "ours: data/aug/fwd/bwd/step %   lightly: data/fwd/bwd/step %")
