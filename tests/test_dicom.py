@@ -2,6 +2,7 @@
 DICOM files through pretraining and the probe with no conversion step."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -9,15 +10,24 @@ import pytest
 pydicom = pytest.importorskip("pydicom", reason="DICOM support is the optional 'medical' extra (pip install pydicom)")
 
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from vissl_lite.cli import main  # noqa: E402
 from vissl_lite.data import DataError, load_split  # noqa: E402
-from vissl_lite.data.readers import decode_image, read_dicom  # noqa: E402
+from vissl_lite.data.readers import (  # noqa: E402
+    decode_image,
+    dicom_window_mix,
+    image_channels,
+    read_dicom,
+    read_high_range,
+)
 
 
-def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric="MONOCHROME2", frames=1, bits=16):
-    """A CT-like 16-bit unsigned DICOM file (``bits=8``: an 8-bit one)."""
+def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric="MONOCHROME2", frames=1, bits=16,
+                function=None, voi_lut=None):
+    """A CT-like 16-bit unsigned DICOM file (``bits=8``: an 8-bit one); ``function``: its VOI LUT Function;
+    ``voi_lut``: (first value mapped, table) for a VOI LUT Sequence of 16-bit entries."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -34,20 +44,66 @@ def write_dicom(path, pixels, slope=1.0, intercept=0.0, window=None, photometric
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    if function:
+        ds.VOILUTFunction = function
+    if voi_lut is not None:
+        item = Dataset()
+        item.add_new(0x00283002, "US", [len(voi_lut[1]), voi_lut[0], 16])  # LUT Descriptor: entries, first, bits
+        item.add_new(0x00283006, "US", [int(v) for v in voi_lut[1]])  # LUT Data
+        ds.VOILUTSequence = Sequence([item])
     ds.PixelData = pixels.tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
+def dicom_linear(x, c, w):
+    """DICOM PS3.3 C.11.2.1.2.1, the LINEAR window function, as the standard writes it, to 0..255."""
+    y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255
+    return np.where(x <= c - 0.5 - (w - 1) / 2, 0.0, np.where(x > c - 0.5 + (w - 1) / 2, 255.0, y))
+
+
 def test_rescale_then_window(tmp_path):
-    # stored 824..1224 -> HU = 2 * stored - 2048 = -400..400; window centre 0, width 400 shows -200..200
-    stored = np.array([[824, 924, 1024], [1074, 1124, 1224]])
+    # stored 824..1224 -> HU = 2 * stored - 2048 = -400..400; window centre 0, width 400 shows about -200..200
+    stored = np.array([[824, 924, 1024], [1074, 1124, 1224], [933, 1122, 1123]])  # row 3: LINEAR, not c -+ w/2
     out = read_dicom(write_dicom(tmp_path / "ct.dcm", stored, slope=2, intercept=-2048, window=(0, 400)))
     hu = 2 * stored - 2048
-    expected = np.clip((hu + 200) / 400, 0, 1) * 255 + 0.5
-    assert out.dtype == np.uint8 and np.array_equal(out, expected.astype(np.uint8))
+    assert out.dtype == np.uint8 and np.array_equal(out, (dicom_linear(hu, 0, 400) + 0.5).astype(np.uint8))
     assert out[0, 0] == 0 and out[1, 2] == 255 and out[0, 2] == 128  # clipped below, clipped above, the centre
+
+
+@pytest.mark.parametrize("function", ["LINEAR_EXACT", "SIGMOID"])
+def test_the_voi_lut_function_is_followed(tmp_path, function):
+    hu = np.array([[-400, -200, -50], [0, 60, 200], [300, 399, -399]])
+    out = read_dicom(write_dicom(tmp_path / "ct.dcm", hu + 1024, intercept=-1024, window=(0, 400), function=function))
+    if function == "LINEAR_EXACT":  # C.11.2.1.3.2: ends at c -+ w/2
+        expected = np.clip((hu + 200) / 400, 0, 1) * 255
+    else:  # C.11.2.1.3.1: not clipped, a smooth S through the centre
+        expected = 255 / (1 + np.exp(-4 * hu / 400))
+    assert np.array_equal(out, (expected + 0.5).astype(np.uint8))
+    if function == "SIGMOID":
+        assert 0 < out[0, 0] < out[1, 0] == 128 < out[2, 1] < 255  # nothing clipped inside -400..400
+
+
+def test_a_voi_lut_sequence_is_applied_under_auto_and_other_windows_see_modality_values(tmp_path):
+    table = np.arange(101) ** 2  # 16-bit entries 0..10000 for inputs 100..200: a curve, not a line
+    stored = np.array([[50, 100, 125], [150, 175, 200], [201, 300, 160]])
+    path = write_dicom(tmp_path / "dx.dcm", stored, window=(150, 10), voi_lut=(100, table))  # the LUT comes first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "VOI LUT on a float input" warning from pydicom
+        out = read_dicom(path)
+    expected = table[np.clip(stored, 100, 200) - 100] / 10000 * 255 + 0.5
+    assert np.array_equal(out, expected.astype(np.uint8))
+    values, _, _ = read_high_range(path)
+    assert np.array_equal(values, stored)  # 'file', 'dataset' and LO,HI work on modality values, not the LUT's
+    assert np.array_equal(read_dicom(path, window=(100, 200)),
+                          (np.clip((stored - 100) / 100, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def test_a_window_width_the_function_does_not_allow_is_ignored(tmp_path):
+    ramp = np.arange(64).reshape(8, 8) * 50
+    bare = read_dicom(write_dicom(tmp_path / "bare.dcm", ramp))
+    assert np.array_equal(read_dicom(write_dicom(tmp_path / "w0.dcm", ramp, window=(1000, 0))), bare)
 
 
 def test_monochrome1_is_inverted_and_no_window_uses_percentiles(tmp_path):
@@ -94,6 +150,33 @@ def test_colour_dicom_is_scaled_not_windowed_and_read_once(tmp_path, monkeypatch
     assert out.shape == (5, 6, 3) and out.dtype == np.uint8 and np.array_equal(out, expected)
 
 
+def test_a_palette_colour_dicom_is_looked_up_in_its_palette_and_counts_as_colour(tmp_path):
+    index = np.random.default_rng(1).integers(0, 256, (4, 5)).astype(np.uint8)
+    palette = {"Red": np.arange(256) * 257, "Green": (255 - np.arange(256)) * 257, "Blue": np.full(256, 32768)}
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 5, 1, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for colour, table in palette.items():
+        ds.add_new(pydicom.datadict.tag_for_keyword(f"{colour}PaletteColorLookupTableDescriptor"), "US",
+                   [256, 0, 16])
+        ds.add_new(pydicom.datadict.tag_for_keyword(f"{colour}PaletteColorLookupTableData"), "OW",
+                   table.astype("<u2").tobytes())
+    ds.PixelData = index.tobytes()
+    path = tmp_path / "pal" / "colour.dcm"
+    path.parent.mkdir()
+    ds.save_as(path, enforce_file_format=True)
+    out = read_dicom(path)
+    rgb = np.stack([palette[c][index] for c in ("Red", "Green", "Blue")], axis=-1)
+    assert out.shape == (4, 5, 3) and np.array_equal(out, (rgb / 65535 * 255 + 0.5).astype(np.uint8))
+    assert image_channels(path) == 3 and dicom_window_mix([path]) == (0, 0)  # not a grayscale file without a window
+
+
 def test_a_dicom_folder_pretrains_and_probes_with_no_conversion(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "scans"
@@ -111,17 +194,21 @@ def test_a_dicom_folder_pretrains_and_probes_with_no_conversion(tmp_path):
     assert m["eval"]["linear_probe"]["top1"] == 100.0
 
 
-def test_a_folder_mixing_windowed_and_bare_files_gets_a_note(tmp_path):
+def test_a_folder_mixing_windowed_and_bare_files_or_only_bare_ones_gets_a_note(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(6):
         write_dicom(tmp_path / "mixed" / f"{i}.dcm", rng.integers(0, 4000, (12, 12)),
                     window=(1000, 2000) if i % 3 else None)
         write_dicom(tmp_path / "same" / f"{i}.dcm", rng.integers(0, 4000, (12, 12)), window=(1000, 2000))
+        write_dicom(tmp_path / "bare" / f"{i}.dcm", rng.integers(0, 4000, (12, 12)))
     mixed = load_split(str(tmp_path / "mixed"), "train", 8, progress=False)
     assert "of 6 sampled DICOM files, 4 carry their own window" in mixed.window_note and "2 do not" in \
         mixed.window_note
     assert load_split(str(tmp_path / "mixed"), "train", 8, progress=False, window="dataset").window_note == ""
     assert load_split(str(tmp_path / "same"), "train", 8, progress=False).window_note == ""
+    bare = load_split(str(tmp_path / "bare"), "train", 8, progress=False).window_note  # all stretched per file
+    assert "none of 6 sampled DICOM files carries a window" in bare and "--window dataset" in bare
+    assert load_split(str(tmp_path / "bare"), "train", 8, progress=False, window="0,4000").window_note == ""
 
 
 def test_missing_pydicom_says_how_to_install(tmp_path, monkeypatch):

@@ -136,6 +136,7 @@ def test_export_of_a_folder_run_carries_its_window(png_tree, tmp_path, capsys):
     pretrain(make_config(data=str(png_tree), out=str(run), image_size=16, batch_size=8, max_steps=1, probe=False,
                          progress=False, window="0,4095"))
     assert main(["export", "--checkpoint", str(run)]) == 0
-    assert "to 0-255 with --window 0,4095; map new images the same way" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "to 0-255 with --window 0,4095 (DICOM in modality values" in out and "map new images the same way" in out
     with safe_open(str(run / "backbone.safetensors"), "pt") as f:
         assert f.metadata()["window"] == "0,4095"

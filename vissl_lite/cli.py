@@ -329,8 +329,9 @@ def _export(args: argparse.Namespace) -> None:
               "timm.data.resolve_model_data_config(model) then gives the run's own preprocessing (resize the short "
               "side, centre crop, normalise).")
     if info["window"] not in ("auto", "None") and not info["window"].startswith("n/a"):
-        print(f"The run mapped raw values of files with more than 8 bits to 0-255 with --window {info['window']}; "
-              "map new images the same way first (the window is in the file's metadata).")
+        print(f"The run mapped raw values of files with more than 8 bits to 0-255 with --window {info['window']} "
+              "(DICOM in modality values, e.g. HU after the rescale slope/intercept; other files in their stored "
+              "values); map new images the same way first (the window is in the file's metadata).")
 
 
 def _preview(args: argparse.Namespace) -> None:

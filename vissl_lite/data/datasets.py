@@ -340,6 +340,11 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
             f"note: of {own + bare} sampled DICOM files, {own} carry their own window (WindowCenter/Width or a VOI "
             f"LUT) and {bare} do not (--window auto maps those by their own 0.5-99.5 percentiles), so one tissue "
             "can load as different grey levels. For one mapping pass --window dataset or --window LO,HI")]))
+    elif bare and not own:  # every file stretched to its own range: differences between files are gone
+        window_note = "\n  ".join(filter(None, [window_note, (
+            f"note: none of {bare} sampled DICOM files carries a window (WindowCenter/Width or a VOI LUT), so "
+            "--window auto maps each by its own 0.5-99.5 percentiles and intensity differences between files (HU "
+            "in CT) are lost. To keep them pass --window dataset or --window LO,HI")]))
     source_channels, mixed = _folder_channels(tree["train"][0], skip)
     if mixed and not channels:  # a forced --in-chans converts every file, and channel_note says so
         layout = "; ".join(filter(None, [layout, mixed]))

@@ -12,6 +12,7 @@ import pickle
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -269,12 +270,17 @@ def parse_window(value) -> str | tuple[float, float]:
     return lo, hi
 
 
-def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+# a file's own display window: a linear (lo, hi) in its values, a function from its values to 0..1 (a DICOM VOI LUT
+# or sigmoid window), or None (it has none)
+OwnWindow = tuple[float, float] | Callable[[np.ndarray], np.ndarray] | None
+
+
+def read_high_range(file: Path) -> tuple[np.ndarray, OwnWindow, bool] | None:
     """A grayscale image with more than 8 bits, before any windowing: ``(values, own_window, invert)``.
 
-    - DICOM: modality values (rescale slope/intercept or the modality LUT applied); ``own_window`` is the range of
-      its VOI LUT output or its first window centre/width, None without either; ``invert`` for MONOCHROME1. When a
-      VOI LUT is present ``values`` are its output.
+    - DICOM: modality values (rescale slope/intercept or the modality LUT applied); ``own_window`` is its VOI LUT
+      or first window centre/width under its VOI LUT Function (:func:`_dicom_own_window`), its stored levels for an
+      8-bit file without them or a rescale, else None; ``invert`` for MONOCHROME1.
     - 16-bit (or 32-bit int) PNG/TIFF: the stored values; ``own_window`` is 0-65535, the 16-bit range (None for a
       32-bit int file with values outside it, e.g. signed Hounsfield units: 'auto' then uses its percentiles).
     - 32-bit float TIFF: the stored values (non-finite ones set to the lowest finite value); no ``own_window``.
@@ -294,7 +300,7 @@ def read_high_range(file: Path) -> tuple[np.ndarray, tuple[float, float] | None,
 HIGH_RANGE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
-def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, OwnWindow, bool] | None:
     """:func:`read_high_range` for an opened PIL image; None unless it is 16-bit, 32-bit int or 32-bit float
     grayscale. A float file (e.g. CT in Hounsfield units) has no natural range: 'auto' uses its own percentiles."""
     if im.mode not in HIGH_RANGE_MODES:
@@ -348,7 +354,7 @@ def dicom_window_mix(files: list[Path], samples: int = 32, seed: int = 0) -> tup
             ds = pydicom.dcmread(dicoms[i], stop_before_pixels=True)
         except Exception:  # a broken file is reported when it is decoded
             continue
-        if int(ds.get("SamplesPerPixel", 1)) == 3:
+        if _dicom_colour(ds):
             continue
         if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
             own += 1
@@ -378,10 +384,12 @@ def window_image(file: Path, window="auto") -> np.ndarray | None:
     return None if raw is None else _windowed(raw, window)
 
 
-def _windowed(raw: tuple[np.ndarray, tuple[float, float] | None, bool], window) -> np.ndarray:
+def _windowed(raw: tuple[np.ndarray, OwnWindow, bool], window) -> np.ndarray:
     values, own, invert = raw
     if isinstance(window, tuple):
         lo, hi = window
+    elif window == "auto" and callable(own):  # a DICOM VOI LUT or sigmoid window: already 0..1
+        values, (lo, hi) = own(values), (0.0, 1.0)
     elif window == "auto" and own is not None:
         lo, hi = own
     elif window in ("auto", "file"):
@@ -416,7 +424,13 @@ def dataset_window(files: list[Path], samples: int = 256, pixels: int = 4096, se
     return percentile_window(np.concatenate(pooled))
 
 
-def _read_dicom_values(file: Path) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+def _dicom_colour(ds) -> bool:
+    """Three samples per pixel (RGB, YBR), or one index per pixel into a colour palette (PALETTE COLOR)."""
+    return (int(ds.get("SamplesPerPixel", 1)) == 3
+            or str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR")
+
+
+def _read_dicom_values(file: Path) -> tuple[np.ndarray, OwnWindow, bool] | None:
     return _dicom_high_range(*_dicom_pixels(file))
 
 
@@ -437,27 +451,50 @@ def _dicom_pixels(file: Path):
                         "--on-bad-file skip") from e
 
 
-def _dicom_high_range(ds, arr: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None, bool] | None:
+def _dicom_high_range(ds, arr: np.ndarray) -> tuple[np.ndarray, OwnWindow, bool] | None:
     """:func:`read_high_range` for a read DICOM dataset; None for colour."""
-    from pydicom.multival import MultiValue
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut
 
-    if int(ds.get("SamplesPerPixel", 1)) == 3:
+    if _dicom_colour(ds):
         return None
     values = apply_modality_lut(arr, ds).astype(np.float64)
-    own = None
-    if "VOILUTSequence" in ds:
-        values = apply_voi_lut(values, ds).astype(np.float64)
-        own = (float(values.min()), float(values.max()))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        centre, width = ds.WindowCenter, ds.WindowWidth
-        centre = float(centre[0] if isinstance(centre, MultiValue) else centre)
-        width = float(width[0] if isinstance(width, MultiValue) else width)
-        own = (centre - width / 2, centre + width / 2)
-    elif int(ds.get("BitsStored", 16)) <= 8 and _identity_modality(ds):  # a display image: its stored levels
+    own = _dicom_own_window(ds)
+    if own is None and int(ds.get("BitsStored", 16)) <= 8 and _identity_modality(ds):  # a display image as stored
         own = (0.0, float(2 ** int(ds.BitsStored) - 1))
     invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1"
     return values, own, invert
+
+
+def _dicom_own_window(ds) -> OwnWindow:
+    """The file's own VOI transform (DICOM PS3.3 C.11.2), from modality values to display: its first VOI LUT; else
+    its first window centre/width under its VOI LUT Function (LINEAR: ends at c - 0.5 -+ (w - 1) / 2; LINEAR_EXACT:
+    c -+ w / 2; SIGMOID: 1 / (1 + exp(-4 (x - c) / w))). A linear window is a (lo, hi) pair, the others a function
+    to 0..1. None without either, or with a width the function does not allow (< 1 for LINEAR, <= 0 otherwise)."""
+    from pydicom.multival import MultiValue
+    from pydicom.pixels import apply_voi
+
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        first, entries = int(item.LUTDescriptor[1]), int(item.LUTDescriptor[0]) or 2**16
+        table = apply_voi(np.arange(first, first + entries), ds).astype(np.float64)  # every entry, in order
+        lo, span = float(table.min()), max(float(table.max() - table.min()), 1.0)
+        return lambda v: (apply_voi(np.rint(v).astype(np.int64), ds) - lo) / span
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    centre, width = ds.WindowCenter, ds.WindowWidth
+    centre = float(centre[0] if isinstance(centre, MultiValue) else centre)
+    width = float(width[0] if isinstance(width, MultiValue) else width)
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if not (np.isfinite(centre) and np.isfinite(width)) or width < (1 if function == "LINEAR" else 1e-12):
+        return None
+    if function == "SIGMOID":
+        def sigmoid(v: np.ndarray) -> np.ndarray:
+            with np.errstate(over="ignore"):
+                return 1.0 / (1.0 + np.exp(-4.0 * (v - centre) / width))
+        return sigmoid
+    if function == "LINEAR_EXACT":
+        return centre - width / 2, centre + width / 2
+    return centre - 0.5 - (width - 1) / 2, centre - 0.5 + (width - 1) / 2
 
 
 def _identity_modality(ds) -> bool:
@@ -475,13 +512,23 @@ def read_dicom(file: Path, window="auto") -> np.ndarray:
     3. MONOCHROME1 (higher = darker) is inverted so bright means dense for every file.
 
     Multi-frame files are refused: each frame would be a separate image. Colour files are scaled from their bit
-    depth to 8 bits. The file is read once either way.
+    depth to 8 bits, PALETTE COLOR ones looked up in their palette first. The file is read once either way.
     """
     ds, arr = _dicom_pixels(file)
     raw = _dicom_high_range(ds, arr)
     if raw is not None:
         return _windowed(raw, window)
-    top = float(2 ** int(ds.get("BitsStored", 8)) - 1)  # colour (RGB, YBR converted by pydicom): scale to 8 bits
+    if arr.ndim == 2:  # PALETTE COLOR: indices into the file's red, green and blue tables
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as e:  # a missing or malformed palette
+            raise DataError(f"cannot apply the colour palette of DICOM {file} ({type(e).__name__}: {e}); remove or "
+                            "replace the file, or pass --on-bad-file skip") from e
+        top = float(np.iinfo(arr.dtype).max)  # the palette's entries are 8 or 16 bits
+    else:  # RGB, or YBR converted to RGB by pydicom
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
     return np.clip(arr.astype(np.float64) / top * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -590,7 +637,7 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
 
 
 def image_channels(file: Path) -> int:
-    """1 for grayscale files (L, I;16, I, F, 1, LA; single-sample DICOM), else 3."""
+    """1 for grayscale files (L, I;16, I, F, 1, LA; grayscale DICOM), else 3."""
     if file.suffix.lower() in DICOM_EXTENSIONS:
         try:
             ds = _pydicom().dcmread(file, stop_before_pixels=True)
@@ -599,7 +646,7 @@ def image_channels(file: Path) -> int:
         except Exception as e:
             raise DataError(f"cannot read DICOM {file} ({e}); remove or replace the file, or pass --on-bad-file "
                             "skip") from e
-        return 3 if int(ds.get("SamplesPerPixel", 1)) == 3 else 1
+        return 3 if _dicom_colour(ds) else 1
     try:
         with Image.open(file) as im:
             return 1 if im.mode in ("L", "LA", "1", *HIGH_RANGE_MODES) else 3
