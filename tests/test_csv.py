@@ -54,6 +54,8 @@ BAD_CSVS = [  # (content, what the error must say): the file, line and column a 
     ("path,label\nim0.png\n", "line 2 has 1 cells for 2 columns"),
     ("path,label\nim0.png,a\nim1.png,b\n./im0.png,b\n", r"lists ./im0.png twice \(lines 2 and 4\)"),
     ("path,label,split\nim0.png,a,train\nim1.png,b,holdout\n", "unknown split value.*holdout"),
+    ("path,label\nim0.png,a\nsub\\im1.png,b\n", r"sub\\im1.png.*backslashes \(written on Windows\?\): write them "
+     "with '/'"),
 ]
 
 

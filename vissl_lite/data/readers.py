@@ -577,8 +577,10 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
     files = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
     missing = [f for f in files if not f.is_file()]
     if missing:
+        slashes = "\\" in str(missing[0]) and os.sep != "\\"
+        hint = "; the paths use backslashes (written on Windows?): write them with '/'" if slashes else ""
         raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}; paths are "
-                        "relative to the CSV's folder")
+                        f"relative to the CSV's folder{hint}")
     seen: dict = {}
     for r, f in zip(rows, files):
         first = seen.setdefault(f.resolve(), r["_line"])
