@@ -181,3 +181,20 @@ def test_online_monitor_runs_at_the_last_step_and_is_off_with_a_note_on_multilab
     assert "--knn-every is off: kNN classifies single-label data" in capsys.readouterr().out
     assert runs.load_checkpoint(tmp_path / "ml")["step"] == 2
     assert not any("knn_top1" in x for x in (tmp_path / "ml" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_embedding_plot_of_multilabel_data_says_how_its_points_are_coloured(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from vissl_lite.eval.report import plot_embedding
+
+    figures, subplots = [], plt.subplots
+    monkeypatch.setattr(plt, "subplots", lambda *a, **k: figures.append(subplots(*a, **k)) or figures[-1])
+    x, y = torch.randn(30, 8), torch.zeros(30, 3)
+    y[:10, 1], y[10:20, 2], y[5:15, 0] = 1, 1, 1  # rows 20-29 have no label
+    plot_embedding({"ssl": (x, y)}, tmp_path / "e.png", ["a", "b", "c"])
+    ax = figures[0][1][0, 0]
+    assert ax.get_title().endswith("by first positive label")
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["a", "b", "c", "no label"]
+    plot_embedding({"ssl": (x, y.argmax(1))}, tmp_path / "s.png", ["a", "b", "c"])  # single-label: as it was
+    assert figures[1][1][0, 0].get_title() == "ssl: test features, PCA"

@@ -149,16 +149,19 @@ def plot_embedding(features: dict[str, tuple[torch.Tensor, torch.Tensor]], png: 
         if len(x) > max_points:  # a fixed, evenly spaced sample keeps the plot readable and deterministic
             keep = torch.linspace(0, len(x) - 1, max_points).long()
             x, y = x[keep], y[keep]
-        if y.ndim == 2:
+        multilabel = y.ndim == 2
+        if multilabel:  # one colour per point: its first positive label, grey for none
             y = torch.where(y.sum(1) > 0, y.argmax(1), -1)
         xy = pca_2d(x)
         classes = sorted(int(c) for c in torch.unique(y))
         for c in classes:
             sel = (y == c).numpy()
             label = class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+            if multilabel and c < 0:
+                label = "no label"
             ax.scatter(xy[sel, 0], xy[sel, 1], s=5, alpha=0.6, label=label,
                        color=f"C{c % 10}" if c >= 0 else "grey")
-        ax.set_title(f"{name}: test features, PCA", fontsize=9)
+        ax.set_title(f"{name}: test features, PCA" + (", by first positive label" if multilabel else ""), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         if len(classes) <= 12:
