@@ -138,9 +138,9 @@ def test_resume_with_a_changed_schedule_says_so_and_records_it(npz_rgb_noval, tm
     assert "note: resuming with changed settings: max_steps 2 -> 3, lr 0.002 -> 0.0005" in said  # recipe's lr
     assert m["train"]["resumed"] == [{"step": 2, "changed": {"max_steps": [2, 3], "lr": [0.002, 0.0005]}}]
     assert m["train"]["seconds"] == pytest.approx(saved_seconds + m["timing"]["pretrain_s"], abs=0.11)  # both
-    m = pretrain(make_config(max_steps=4, lr=5e-4, resume=True, **common))  # the history carries over
+    m = pretrain(make_config(max_steps=4, lr=5e-4, knn_every=1, resume=True, **common))  # history carries over
     assert [r["step"] for r in m["train"]["resumed"]] == [2, 3] and m["train"]["resumed"][1]["changed"] == {
-        "max_steps": [3, 4]}
+        "max_steps": [3, 4], "knn_every": [0, 1]}  # a monitor switched on at resume: its log starts at step 4
     with pytest.raises(ConfigError, match="window: checkpoint 'auto' vs now 'file'"):
         pretrain(make_config(max_steps=5, window="file", resume=True, **common))
 

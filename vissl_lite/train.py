@@ -29,9 +29,10 @@ from vissl_lite.data import DataError, channel_note, data_name, load_split, make
 # Keys that define what a checkpoint is; a resumed run must agree with them.
 IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
                  "window", "val_fraction", "batch_size", "optimizer", "seed", "augment", "augment_args", "mean", "std")
-# Keys a resume may change (e.g. a lower lr after a NaN, more steps): allowed, printed, and recorded in the
-# checkpoint and metrics.json, since config.yaml then holds only the latest values.
-SCHEDULE_KEYS = ("epochs", "max_steps", "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp")
+# Keys a resume may change (e.g. a lower lr after a NaN, more steps, a kNN monitor switched on): allowed, printed,
+# and recorded in the checkpoint and metrics.json, since config.yaml then holds only the latest values.
+SCHEDULE_KEYS = ("epochs", "max_steps", "lr", "min_lr", "weight_decay", "warmup_epochs", "clip_grad", "amp",
+                 "knn_every")
 
 
 class NonFiniteLossError(RuntimeError):
