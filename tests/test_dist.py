@@ -106,3 +106,16 @@ def test_evaluation_commands_refuse_torchrun(npz_gray, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["transfer", "--data", str(npz_gray), "--checkpoint", "nowhere"]) == 2
     assert "'transfer' runs in one process; under torchrun only 'pretrain' is distributed" in capsys.readouterr().err
+
+
+def test_the_resume_command_of_a_multi_node_run_keeps_its_nodes(monkeypatch):
+    from vissl_lite.train import _resume_command
+
+    monkeypatch.setattr(dist, "world_size", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 2 nodes of 4 processes
+    said = _resume_command("runs/x")
+    assert "--nnodes=2 --nproc_per_node=4" in said and "on each of the 2 nodes (8 processes in all)" in said
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # one node
+    assert _resume_command("runs/x").startswith("'torchrun --nproc_per_node=8 -m vissl_lite.cli pretrain")
+    monkeypatch.setattr(dist, "world_size", lambda: 1)  # a 2-process run's checkpoint, resumed by one process
+    assert "as many nodes and processes per node as it had" in _resume_command("runs/x", 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -521,12 +522,19 @@ def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, 
 
 def _resume_command(out: Path, processes: int | None = None) -> str:
     """How to continue the run in ``out``: the same launch, torchrun with the same process count when it had
-    several."""
+    several (on several nodes, torchrun's LOCAL_WORLD_SIZE gives the processes per node)."""
     n = dist.world_size() if processes is None else processes
     command = f"vissl-lite pretrain --out {out} --resume"
     if n == 1:
         return f"'{command}'"
-    return f"'torchrun --nproc_per_node={n} -m vissl_lite.cli pretrain --out {out} --resume' ({n} processes in all)"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", n)) if n == dist.world_size() else n
+    if 0 < local < n and n % local == 0:  # this launch spans n / local nodes
+        return (f"'torchrun --nnodes={n // local} --nproc_per_node={local} <your rendezvous options> -m "
+                f"vissl_lite.cli pretrain --out {out} --resume' on each of the {n // local} nodes ({n} processes in "
+                "all)")
+    more = "" if processes is None else "; on several nodes, as many nodes and processes per node as it had"
+    return (f"'torchrun --nproc_per_node={n} -m vissl_lite.cli pretrain --out {out} --resume' ({n} processes in "
+            f"all{more})")
 
 
 class _KnnMonitor:
