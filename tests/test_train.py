@@ -162,6 +162,36 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(npz_rg
     assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_an_update_that_overflows_the_weights_is_never_checkpointed(npz_rgb_noval, tmp_path, monkeypatch):
+    """The loss of step 4 is finite but its update leaves an infinite weight: the checkpoint due at step 4 is not
+    written over the good one of step 2, which a resume can train from."""
+    import vissl_lite.train as train
+
+    real, steps = train.build_optimizer, {"n": 0}
+
+    def overflowing(model, cfg):
+        optimizer = real(model, cfg)
+
+        def after_step(opt, args, kwargs):
+            steps["n"] += 1
+            if steps["n"] == 4:
+                weight = next(model.parameters())
+                with torch.no_grad():
+                    weight[(0,) * weight.dim()] = float("inf")
+
+        optimizer.register_step_post_hook(after_step)
+        return optimizer
+
+    monkeypatch.setattr(train, "build_optimizer", overflowing)
+    cfg = dict(data=str(npz_rgb_noval), out=str(tmp_path / "inf"), max_steps=4, **(FAST | {"checkpoint_every": 2}))
+    with pytest.raises(NonFiniteLossError, match=r"the weights became NaN or infinite between steps 2 and 4.*step 2"):
+        pretrain(make_config(**cfg))
+    ckpt = runs.load_checkpoint(tmp_path / "inf")
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    monkeypatch.setattr(train, "build_optimizer", real)
+    assert pretrain(make_config(**cfg, resume=True))["train"]["steps"] == 4  # the resume the message advises
+
+
 def test_unsafe_checkpoint_is_refused(tmp_path):
     import pickle
 

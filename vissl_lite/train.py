@@ -452,6 +452,7 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                             _append(log_path, {"step": step, "epoch": round(step / steps_per_epoch, 3), **extra})
                     t_log += time.time() - t_hooks  # a monitor's time is not training throughput
                     if checkpoint and (step % cfg.checkpoint_every == 0 or is_last):
+                        bad_loss |= _nonfinite_weights(model)  # an update can overflow with a finite loss
                         _check_finite(bad_loss, last_good, step, out, checkpoint)
                         rngs = runs.rng_states_of_every_rank()  # every rank, before rank 0 saves
                         if main:
@@ -510,6 +511,8 @@ def _stop(signum: int, step: int, last_good: int, checkpoint: bool, main: bool, 
     if not checkpoint:
         raise TrainingInterrupted(f"{name} at step {step}: stopped; this run keeps no checkpoint of its own",
                                   signum)
+    if checkpoint:
+        bad_loss |= _nonfinite_weights(model)
     _check_finite(bad_loss, last_good, step, out, checkpoint)
     if last_good != step:
         rngs = runs.rng_states_of_every_rank()  # every rank takes part
@@ -559,6 +562,13 @@ class _KnnMonitor:
                               cfg.knn_temperature)["top1"][k], 3)
 
 
+def _nonfinite_weights(model: nn.Module) -> torch.Tensor:
+    """Whether any floating-point weight or buffer (BatchNorm statistics) of ``model`` is NaN or infinite: checked
+    before every checkpoint, so that a checkpoint on disk is always one a resume can train from."""
+    tensors = [t.detach() for t in model.state_dict().values() if t.is_floating_point()]
+    return ~torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else torch.tensor(False)
+
+
 def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path, checkpoint: bool = True) -> None:
     if bool(bad_loss):  # host sync, only at log/checkpoint steps
         where = f"the last good checkpoint is {out / runs.CHECKPOINT} (step {last_good})" if last_good else \
@@ -566,7 +576,8 @@ def _check_finite(bad_loss: torch.Tensor, last_good: int, step: int, out: Path, 
         if not checkpoint:
             where = "nothing was saved from this run"
         raise NonFiniteLossError(
-            f"the loss (or its gradient) became NaN or infinite between steps {last_good} and {step}; stopped, "
+            f"the loss, its gradient or the weights became NaN or infinite between steps {last_good} and {step}; "
+            "stopped, "
             f"{where}. "
             "Try a lower --lr, --clip-grad 1.0, a longer --warmup-epochs, or --amp off.")
 
