@@ -50,6 +50,25 @@ def test_truncated_and_fake_images_error_or_skip(tmp_path, mode):
         assert len(d.labels) == len(d.images if d.images is not None else d.files)
 
 
+def test_skip_also_holds_for_the_reconstruction_grid_and_its_file_goes_where_it_says(tmp_path, capsys):
+    root = tmp_path / "u"  # unlabeled: the grid draws from train, whose first file is the broken one
+    root.mkdir()
+    for i in range(8):
+        Image.fromarray(np.full((12, 12, 3), 30 * i, np.uint8)).save(root / f"{i}.png")
+    (root / "0.png").write_text("not a png")
+    run = tmp_path / "dae"
+    assert main(["pretrain", "--method", "dae", "--data", str(root), "--out", str(run), "--image-size", "16",
+                 "--batch-size", "4", "--max-steps", "1", "--no-probe", "--no-progress", "--on-bad-file", "skip"]) == 0
+    assert (run / "reconstructions.png").is_file() and (run / "metrics.json").is_file()
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(tmp_path), "--n", "20"]) == 0
+    said = capsys.readouterr().out
+    grid = tmp_path / "reconstructions_train_7.png"  # named after the split drawn from and the images drawn
+    assert grid.is_file() and f"wrote {grid}" in said and "note: note:" not in said
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(tmp_path / "grid")]) == 0
+    assert (tmp_path / "grid.png").is_file() and f"wrote {tmp_path / 'grid.png'}" in capsys.readouterr().out
+
+
 def test_skip_is_reported_by_pretrain(tmp_path, capsys):
     root = tmp_path / "t"
     for split in ("train", "val", "test"):  # explicit splits: the bad file is in train for sure

@@ -16,7 +16,7 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
     ``cfg.augment`` (with ``cfg.augment_args``) makes of them for ``cfg.method``, de-normalised, seeded by
     ``cfg.seed``. ``out`` defaults to ``augment_<recipe>.png`` in the working folder."""
     from vissl_lite.data import data_name, load_split
-    from vissl_lite.eval.reconstruct import sample_images, save_image_rows
+    from vissl_lite.eval.reconstruct import output_png, sample_images, save_image_rows
     from vissl_lite.methods import METHODS
 
     if n < 1:
@@ -35,7 +35,7 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
     rows |= {f"view {i + 1}": v for i, v in enumerate(views)}
     args = ", ".join(f"{a}={v}" for a, v in cfg.augment_args.items())
     path = save_image_rows(rows, default_stats(channels, cfg.mean, cfg.std),
-                           Path(out) if out else Path(f"augment_{cfg.augment}.png"),
+                           output_png(out, Path("."), f"augment_{cfg.augment}.png"),
                            f"{cfg.augment}{f' ({args})' if args else ''} on {data_name(cfg.data)} {drawn}, "
                            f"{cfg.image_size} px, seed {cfg.seed}")
     for note in notes:

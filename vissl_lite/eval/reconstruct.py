@@ -69,28 +69,49 @@ def save_image_rows(rows: dict[str, torch.Tensor], stats: tuple, path: Path, tit
     return path
 
 
+def output_png(out: str | Path | None, folder: Path, name: str) -> Path:
+    """Where an image command writes: ``folder / name`` by default; inside ``out`` when it is a folder (existing,
+    or written with a trailing '/'); else ``out``, with '.png' added when it has no suffix (matplotlib would add it
+    and the printed path would be wrong)."""
+    if out is None:
+        return folder / name
+    if Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        return Path(out) / name
+    return Path(out) if Path(out).suffix else Path(out).with_suffix(".png")
+
+
 def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test",
                   notes: list | None = None) -> tuple[torch.Tensor, str]:
     """The first ``n`` images of ``split`` (falling back to train for data without that split) and the split they
     came from. ``notes``, if given, receives a line for each thing the caller should tell the user (the fallback,
-    fewer images than asked, a channel conversion)."""
+    fewer images than asked, a channel conversion). Unreadable files are skipped when the run skips them
+    (``cfg.on_bad_file``)."""
     spec = data or cfg.data
     notes = [] if notes is None else notes
+    common = dict(progress=False, window=cfg.window, on_bad_file=cfg.on_bad_file)
     try:  # 'stream' mode: a folder is listed, not decoded; only the n files drawn are decoded below
-        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
-                             window=cfg.window)
+        dataset = load_split(spec, split, cfg.image_size, channels, cfg.val_fraction, "stream", **common)
     except DataError:
-        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", progress=False,
-                             window=cfg.window)
+        dataset = load_split(spec, "train", cfg.image_size, channels, cfg.val_fraction, "stream", **common)
         notes.append(f"{spec} has no {split} split: drawing from train")
-    if len(dataset) < n:
-        notes.append(f"the {dataset.split} split has {len(dataset)} images: drawing {len(dataset)}, not {n}")
     if note := channel_note(dataset, spec):
-        notes.append(note)
+        notes.append(note.removeprefix("note: "))
     if dataset.images is not None:
-        return dataset.images[:n], dataset.split
-    images = [decode_image(f, cfg.image_size, channels, dataset.window) for f in dataset.files[:n]]
-    return torch.stack(images), dataset.split
+        images = dataset.images[:n]
+    else:
+        decoded = []
+        for f in dataset.files:
+            if len(decoded) == n:
+                break
+            try:
+                decoded.append(decode_image(f, cfg.image_size, channels, dataset.window))
+            except DataError:
+                if cfg.on_bad_file != "skip":
+                    raise
+        images = torch.stack(decoded)
+    if len(images) < n:
+        notes.append(f"the {dataset.split} split has {len(images)} images: drawing {len(images)}, not {n}")
+    return images, dataset.split
 
 
 def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str | None = None,
@@ -98,14 +119,13 @@ def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str
     """Python twin of ``vissl-lite reconstruct``: a grid for the first ``n`` images of ``split``.
 
     ``out`` defaults to ``reconstructions_<split>_<n>.png`` beside the checkpoint (so it does not replace the
-    ``reconstructions.png`` that pretraining wrote and report.md shows)."""
-    if out is None:
-        out = runs.find_checkpoint(checkpoint).parent / f"reconstructions_{split}_{n}.png"
+    ``reconstructions.png`` that pretraining wrote and report.md shows), with the split the images came from."""
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     notes: list[str] = []
     images, drawn = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
-    path = save_reconstruction_grid(model, images, cfg, Path(out),
+    out = output_png(out, runs.find_checkpoint(checkpoint).parent, f"reconstructions_{drawn}_{len(images)}.png")
+    path = save_reconstruction_grid(model, images, cfg, out,
                                     f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {drawn}")
     for note in notes:
         print(f"  note: {note}")
