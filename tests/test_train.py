@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from vissl_lite import runs
 from vissl_lite.cli import main
@@ -116,6 +117,19 @@ def test_checkpoints_from_before_the_output_batchnorm_still_load(npz_rgb_noval, 
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
     with pytest.raises(RuntimeError, match="proj_out_bn=false"):
         pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / "old"), max_steps=2, resume=True, **FAST))
+
+
+def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_any_working_folder(npz_rgb_noval, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(npz_rgb_noval.parent)
+    run = tmp_path / "rel"
+    pretrain(make_config(data=npz_rgb_noval.name, out=str(run), max_steps=1, **FAST))
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(npz_rgb_noval)  # stored absolute
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "--out", str(run), "--resume", "--max-steps", "2", "--no-progress"]) == 0
+    spelled = f"{npz_rgb_noval.parent}/../{npz_rgb_noval.parent.name}/{npz_rgb_noval.name}"  # the same file
+    m = pretrain(make_config(data=spelled, out=str(run), max_steps=3, resume=True, **FAST))
+    assert m["train"]["steps"] == 3
 
 
 def test_resume_refuses_a_different_model(npz_rgb_noval, tmp_path):

@@ -26,6 +26,7 @@ from vissl_lite import dist, runs
 from vissl_lite.augment import build_augment
 from vissl_lite.config import ConfigError, RunConfig, config_from_dict, make_config, save_config
 from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader
+from vissl_lite.data.datasets import absolute_spec
 
 # Keys that define what a checkpoint is; a resumed run must agree with them.
 IDENTITY_KEYS = ("method", "method_args", "backbone", "small_input", "patch_size", "data", "image_size", "in_chans",
@@ -144,6 +145,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     device = dist.setup(runs.resolve_device(cfg.device))  # under torchrun on GPUs: this rank's cuda:LOCAL_RANK
     out = _prepare_out(cfg)
     cfg.out = str(out)
+    cfg.data = absolute_spec(cfg.data)  # config.yaml then finds the data from any working folder
     main = dist.is_main()
 
     # ---- data: decoded once, kept on the device (or streamed for large folders)
@@ -586,6 +588,7 @@ def _check_resume(cfg: RunConfig, saved: dict) -> dict:
     """A ConfigError when ``cfg`` differs from the checkpoint's config in an identity key; else the schedule keys
     it changes, ``{key: [checkpoint's value, new value]}``."""
     current = cfg.to_dict()
+    saved = saved | {"data": absolute_spec(saved["data"])} if "data" in saved else saved  # one spelling per path
     differ = [k for k in IDENTITY_KEYS if k in saved and current.get(k) != saved.get(k)]
     if differ:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,18 @@ def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
     if readers.is_idx_dir(path):
         return "idx", str(path)
     return "folder", str(path)
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its path made absolute and normalised (no '..', no trailing '/'), so that a run records data
+    it can find again from any working folder and the same data spelled two ways compares equal. 'shapes' and
+    paths that do not exist are returned as they are."""
+    if spec == "shapes":
+        return spec
+    head, sep, rest = spec.partition(":")
+    if sep and head in FORMATS and len(head) > 1:
+        return f"{head}:{os.path.abspath(Path(rest).expanduser())}" if Path(rest).expanduser().exists() else spec
+    return os.path.abspath(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
 def data_name(spec: str) -> str:
