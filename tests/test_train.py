@@ -132,6 +132,21 @@ def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_any_working_fo
     assert m["train"]["steps"] == 3
 
 
+def test_resume_refuses_a_data_folder_whose_contents_changed(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "unlab"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((10, 10, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    common = dict(data=str(folder), out=str(tmp_path / "r"), **(FAST | {"batch_size": 4}))
+    pretrain(make_config(max_steps=1, **common))
+    for i in range(3):
+        (folder / f"{i}.png").unlink()
+    with pytest.raises(ConfigError, match=r"training data changed.*12 training images then, 9 now"):
+        pretrain(make_config(max_steps=2, resume=True, **common))
+
+
 def test_resume_refuses_a_different_model(npz_rgb_noval, tmp_path):
     common = dict(data=str(npz_rgb_noval), out=str(tmp_path / "r"), max_steps=1, **FAST)
     pretrain(make_config(**common))

@@ -193,7 +193,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print("  " + describe_load(start_weights))
     optimizer = build_optimizer(model, cfg)
     runs.seed_rank(cfg.seed, dist.rank())  # each process its own crops, masks and noise
-    step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0}
+    step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0, "train_images": len(train_set)}
     if window:  # every later use of the run reads it from the checkpoint (runs.saved_config)
         meta["window"] = [float(v) for v in window]
     if cfg.resume:
@@ -206,6 +206,11 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                 f"change the global batch, the epoch length and the schedule. Resume it as it ran: "
                 + _resume_command(out, saved_world))
         changed = _check_resume(cfg, ckpt["config"])
+        if ckpt.get("train_images", len(train_set)) != len(train_set):  # same path, other contents
+            raise ConfigError(
+                f"--resume: the training data changed since the checkpoint ({cfg.data}: {ckpt['train_images']} "
+                f"training images then, {len(train_set)} now). The run's epochs, schedule and sampling order depend "
+                "on them; put the data back as it was, or start a new --out")
         meta["resumes"] = ckpt.get("resumes", []) + [{"step": ckpt["step"], "changed": changed}]
         meta["train_seconds"] = ckpt.get("train_seconds", 0.0)
         if runs.legacy_projector(cfg, ckpt["model"]):
