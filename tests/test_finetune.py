@@ -305,3 +305,13 @@ def test_continued_pretraining_starts_from_a_weights_file(npz_gray, tmp_path):
     assert torch.allclose(own["conv1.weight"], source["conv1.weight"].sum(1, keepdim=True))  # 3 -> 1 channel
     with pytest.raises(ConfigError, match="no file at"):
         make_config(init_weights=str(tmp_path / "missing.safetensors"))
+
+
+def test_the_protocol_line_states_a_max_steps_cap():
+    from vissl_lite.config import make_config
+    from vissl_lite.eval.finetune import protocol_text, schedule_lengths
+
+    capped = make_config("finetune", max_steps=30)
+    assert schedule_lengths(50, capped)[0] == 30  # 10 epochs of 50 batches, capped
+    assert "10 epochs and at least 100 steps, at most 30 steps (--max-steps)" in protocol_text(capped, 0.75)
+    assert "at most" not in protocol_text(make_config("finetune"), 0.75)

@@ -252,9 +252,11 @@ def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
         schedule = f"warmup {cfg.warmup_epochs:g}/{cfg.epochs} of the schedule then cosine (timm)"
     else:
         schedule = "linear warmup over the whole schedule (warmup_epochs >= epochs: no cosine phase)"
+    length = f"{cfg.epochs} epochs and at least {cfg.min_steps} steps" if cfg.epochs else "no epoch count"
+    if cfg.max_steps:  # schedule_lengths caps the schedule at max_steps
+        length += f", at most {cfg.max_steps} steps (--max-steps)"
     return (f"full network + linear head (classifier method), {cfg.augment} augmentation{aug_args}; "
-            f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, {schedule}, {cfg.epochs} epochs and at least "
-            f"{cfg.min_steps} steps, batch "
+            f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, {schedule}, {length}, batch "
             f"<= {cfg.batch_size}; layer decay {decay:g}, drop path {cfg.drop_path:g}, label smoothing "
             f"{margs.get('label_smoothing', 0.1):g}{mix}; weights chosen on the best val score of up to "
             f"{MAX_VAL_POINTS} evenly spaced checks; reported once on test{pooling_note}")
