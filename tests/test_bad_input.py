@@ -288,3 +288,10 @@ def test_unlabeled_pretraining_data_points_at_a_later_probe_not_at_its_own_data_
     assert f"Evaluate later with 'vissl-lite linear-probe --checkpoint {run} --data LABELED_DATA'" in out
     assert main(["linear-probe", "--checkpoint", str(run)]) == 2
     assert "pass labeled data with --data" in capsys.readouterr().err  # there, --data is the evaluation data
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert main(["pretrain", "--out", str(tmp_path / "file" / "run"), "--max-steps", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "vissl-lite pretrain: error:" in err and "file" in err and "Traceback" not in err

@@ -388,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:
         print(f"vissl-lite {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except OSError as e:  # a read-only or full output folder, a path that is a file: the system's own message
+        print(f"vissl-lite {args.command}: error: {e}. Check that the output folder is writable and the disk has "
+              "space", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"vissl-lite {args.command}: interrupted", file=sys.stderr)
         return 130

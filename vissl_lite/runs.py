@@ -235,9 +235,13 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, NotImplementedError):
+            # torch.save reports a full disk as a RuntimeError about stream positions
+            raise CheckpointError(f"could not write the checkpoint {path} ({type(e).__name__}: {e}); the previous "
+                                  "checkpoint there is unchanged. Is the disk full or the folder read-only?") from e
         raise
     if keep > 1:
         _snapshot(path, step, keep)
