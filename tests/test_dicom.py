@@ -127,15 +127,21 @@ def test_multiframe_and_broken_files_are_named(tmp_path):
         decode_image(tmp_path / "bad.dcm", 8, 1)
 
 
-def test_colour_dicom_is_scaled_not_windowed_and_read_once(tmp_path, monkeypatch):
-    rgb = np.random.default_rng(0).integers(0, 4096, (5, 6, 3)).astype(np.uint16)  # 12-bit RGB
+def secondary_capture() -> Dataset:
+    """An empty secondary-capture dataset with its file meta, for colour files built field by field."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def test_colour_dicom_is_scaled_not_windowed_and_read_once(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(0).integers(0, 4096, (5, 6, 3)).astype(np.uint16)  # 12-bit RGB
+    ds = secondary_capture()
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 5, 6, 3, "RGB"
     ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -153,13 +159,7 @@ def test_colour_dicom_is_scaled_not_windowed_and_read_once(tmp_path, monkeypatch
 def test_a_palette_colour_dicom_is_looked_up_in_its_palette_and_counts_as_colour(tmp_path):
     index = np.random.default_rng(1).integers(0, 256, (4, 5)).astype(np.uint8)
     palette = {"Red": np.arange(256) * 257, "Green": (255 - np.arange(256)) * 257, "Blue": np.full(256, 32768)}
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds = secondary_capture()
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 5, 1, "PALETTE COLOR"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     for colour, table in palette.items():

@@ -238,7 +238,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, NotImplementedError):
+        if isinstance(e, (OSError, RuntimeError)):
             # torch.save reports a full disk as a RuntimeError about stream positions
             raise CheckpointError(f"could not write the checkpoint {path} ({type(e).__name__}: {e}); the previous "
                                   "checkpoint there is unchanged. Is the disk full or the folder read-only?") from e
