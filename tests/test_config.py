@@ -39,6 +39,26 @@ def test_unknown_key_in_recipe_names_it_and_lists_valid(tmp_path):
         load_recipe(str(recipe))
 
 
+def test_recipe_that_is_not_one_yaml_mapping_of_unique_keys_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("epochs: 3\nlr: 0.1\nepochs: 30\n")  # plain YAML keeps the last value
+    with pytest.raises(ConfigError, match=r"twice.yaml.*key 'epochs' is given twice"):
+        load_recipe(str(twice))
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("augment_args:\n  scale: [0.2, 1]\n  scale: [0.5, 1]\n")
+    with pytest.raises(ConfigError, match="key 'scale' is given twice"):
+        load_recipe(str(nested))
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="weights.yaml is not a text file"):
+        load_recipe(str(binary))
+    with pytest.raises(ConfigError, match=r"is a folder; give a YAML file \(a run's own is <run>/config.yaml\)"):
+        load_recipe(str(tmp_path))
+    ok = tmp_path / "ok.yaml"  # the same key in two mappings is two keys
+    ok.write_text("lr: 0.5\naugment_args: {lr: 1}\nmethod_args: {lr: 2}\n")
+    assert load_recipe(str(ok)) == {"lr": 0.5, "augment_args": {"lr": 1}, "method_args": {"lr": 2}}
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("epochs", "ten", "bad value 'ten' for config key 'epochs'"),
     ("lr", True, "bad value True for config key 'lr'"),

@@ -132,6 +132,22 @@ def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_any_working_fo
     assert m["train"]["steps"] == 3
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut", "missing"])
+def test_resume_repairs_a_damaged_config_yaml_from_the_checkpoint(npz_rgb_noval, tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(npz_rgb_noval), out=str(run), max_steps=1, **FAST))
+    saved = run / "config.yaml"
+    text = saved.read_text()
+    if damage == "missing":
+        saved.unlink()
+    else:  # a disk that filled up mid-write: nothing, or the first half of the lines
+        saved.write_text("" if damage == "empty" else "".join(text.splitlines(keepends=True)[:10]))
+    # without the repair the shipped recipe fills the gaps, and its image size is not the run's: refused
+    assert main(["pretrain", "--out", str(run), "--resume", "--max-steps", "2", "--no-progress"]) == 0
+    assert f"note: {saved} was" in capsys.readouterr().out
+    assert yaml.safe_load(saved.read_text()) == yaml.safe_load(text) | {"max_steps": 2, "resume": True}
+
+
 def test_resume_refuses_a_data_folder_whose_contents_changed(tmp_path):
     from PIL import Image
 

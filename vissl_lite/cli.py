@@ -248,9 +248,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     if given.get("resume") and not given.get("out"):  # the default --out is a fresh, dated folder
         raise ConfigError("--resume needs --out RUN: the folder of the run to continue")
     if recipe is None and given.get("resume") and given.get("out"):
-        saved = Path(given["out"]) / "config.yaml"
-        if saved.is_file():
-            recipe = str(saved)
+        recipe = _resume_recipe(Path(given["out"]))
     elif recipe is not None and "out" not in given and not given.get("resume"):
         from vissl_lite.config import load_recipe
         from vissl_lite.runs import CHECKPOINT
@@ -261,6 +259,28 @@ def _pretrain(args: argparse.Namespace) -> None:
             print(f"  note: --config {recipe} is the saved config of the run in {old}; this run gets a new folder "
                   f"(--out to choose one; to continue that run instead: vissl-lite pretrain --out {old} --resume)")
     pretrain(make_config(recipe, **given))
+
+
+def _resume_recipe(run: Path) -> str | None:
+    """The recipe a resume starts from: the run's config.yaml, which holds the settings of its latest start. A
+    config.yaml that is missing, unreadable or short of keys the checkpoint's config has (a disk that filled up,
+    an editor) is rewritten from the config saved in the checkpoint, with a note."""
+    from vissl_lite.config import config_from_dict, load_recipe, save_config
+    from vissl_lite.runs import CHECKPOINT, load_checkpoint
+
+    saved, ckpt = run / "config.yaml", run / CHECKPOINT
+    if not ckpt.is_file():  # pretrain's own error says there is nothing to resume
+        return str(saved) if saved.is_file() else None
+    config = load_checkpoint(ckpt)["config"]
+    try:
+        missing = sorted(set(config) - set(load_recipe(str(saved))))
+        problem = f"missing key(s) {', '.join(missing)}" if missing else ""
+    except ConfigError as e:
+        problem = "missing" if not saved.is_file() else f"unreadable ({e})"
+    if problem:
+        save_config(config_from_dict(config), saved)
+        print(f"  note: {saved} was {problem}; rewrote it from the config saved in {ckpt}")
+    return str(saved)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

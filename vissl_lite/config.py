@@ -253,6 +253,8 @@ def recipe_path(name_or_path: str) -> Path:
     """A recipe is a name shipped in vissl_lite/configs/ or a path to a YAML file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise ConfigError(f"--config {p} is a folder; give a YAML file (a run's own is <run>/config.yaml)")
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         return p
@@ -275,10 +277,27 @@ def pretrain_recipes() -> list[str]:
     return [r for r in list_recipes() if r not in FINETUNE_RECIPES]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain YAML keeps the last
+    value, so a recipe edited by appending a line would silently run with one of its two settings."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(name_or_path: str) -> dict:
     path = recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not a text file; give a YAML file of config keys") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse recipe {path}: {e}") from e
     if not isinstance(data, dict):
@@ -441,5 +460,17 @@ def config_from_dict(data: dict) -> RunConfig:
     return validate(RunConfig(**{k: parse_value(k, v) for k, v in data.items()}))
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: a reader (or a crash) sees
+    the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 
 from vissl_lite import dist, runs
 from vissl_lite.augment import build_augment
-from vissl_lite.config import ConfigError, RunConfig, config_from_dict, make_config, save_config
+from vissl_lite.config import (
+    ConfigError,
+    RunConfig,
+    atomic_write_text,
+    config_from_dict,
+    make_config,
+    save_config,
+)
 from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader
 from vissl_lite.data.datasets import absolute_spec
 
@@ -612,7 +619,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
                     keep.append(line)
             except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
                 continue
-        log_path.write_text("".join(line + "\n" for line in keep))
+        atomic_write_text(log_path, "".join(line + "\n" for line in keep))
 
 
 def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: float, n_images: int) -> dict:

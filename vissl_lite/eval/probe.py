@@ -14,7 +14,7 @@ from torch import nn
 from vissl_lite import runs
 from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
-from vissl_lite.config import RunConfig, config_from_dict
+from vissl_lite.config import RunConfig, atomic_write_text, config_from_dict
 from vissl_lite.data import ImageSet, channel_note, label_subset, load_split
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
@@ -344,9 +344,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
 def write_metrics(out_dir: Path, metrics: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(metrics, indent=2, default=str))
     return path
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vissl_lite.config import atomic_write_text
+
 
 def _plt():
     import matplotlib
@@ -304,7 +306,5 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
         lines += ["## Protocols", ""] + [f"- **{k}:** {v}" for k, v in protocols.items()] + [""]
     lines += ["All numbers, the full config and the environment are in `metrics.json`.", ""]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -22,7 +22,7 @@ import numpy as np
 
 from vissl_lite import runs
 from vissl_lite.backbones import in_chans_of
-from vissl_lite.config import FIELDS, ConfigError, config_from_dict, make_config, parse_value
+from vissl_lite.config import FIELDS, ConfigError, atomic_write_text, config_from_dict, make_config, parse_value
 from vissl_lite.data import data_name
 from vissl_lite.data.readers import parse_window
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
@@ -393,9 +393,7 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
                      "embedding, curves)")
     lines += ["", "All numbers are in `metrics.json`; each step's full config is in its own metrics.json.", ""]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
