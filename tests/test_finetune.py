@@ -91,6 +91,18 @@ def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path):
         finetune(gray_run, resume=True, **kw | {"epochs": 5})
     # how a sub-run is executed (here: compiled) is not what it is; every sub-run is finished, so nothing compiles
     assert finetune(gray_run, resume=True, **kw | {"compile": True})["eval"]["table"] == rows
+    # sub-runs are tied to the weights they started from, not to where the run lives: a copy of the run resumes...
+    import shutil
+
+    moved = shutil.copytree(gray_run, tmp_path / "moved")
+    assert finetune(moved, resume=True, **kw)["eval"]["table"] == rows
+    # ...and another pretraining run (same settings, another seed) does not
+    other = tmp_path / "other"
+    pretrain(make_config(data=runs.load_checkpoint(gray_run)["config"]["data"], out=str(other), image_size=16,
+                         batch_size=12, max_steps=2, probe=False, progress=False, seed=1))
+    with pytest.raises(ConfigError, match=r"other initial weights \(checkpoint .*run/checkpoint.pt at step 2 then, "
+                                          r"checkpoint .*other/checkpoint.pt at step 2 now\)"):
+        finetune(other, resume=True, **kw)
 
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import platform
 import random
@@ -245,6 +246,17 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise
     if keep > 1:
         _snapshot(path, step, keep)
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's names, dtypes, shapes and values: equal weights give equal fingerprints
+    wherever the file lives (what fine-tuning's --resume compares to know its sub-runs started from these)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -28,6 +28,7 @@ from vissl_lite.backbones import describe_load, in_chans_of, is_vit, load_weight
 from vissl_lite.config import (
     ConfigError,
     RunConfig,
+    atomic_write_text,
     config_from_dict,
     load_recipe,
     merge_overrides,
@@ -161,10 +162,11 @@ def predict(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.devi
 
 def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndarray | None, init_state: dict | None,
                  out: Path, device: torch.device, save_model: bool = False, desc: str = "finetune",
-                 features: list | None = None) -> dict:
+                 features: list | None = None, source: dict | None = None) -> dict:
     """Fine-tune once: ``cfg.seed`` fixes the head, data order and augmentation; ``train_idx`` picks the labeled
     subset (None: all of train). Returns the test result of the weights chosen on validation; ``features``, when
-    given, receives the chosen model's (test features, labels) for the embedding plot."""
+    given, receives the chosen model's (test features, labels) for the embedding plot. ``source`` (what
+    ``init_state`` is: a description and its fingerprint) is kept in result.json for --resume to compare."""
     out.mkdir(parents=True, exist_ok=True)
     train = splits["train"] if train_idx is None else splits["train"].subset(train_idx)
     channels = train.channels
@@ -232,7 +234,8 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
         runs.save_checkpoint(out / runs.CHECKPOINT, model, None, best["step"], cfg)
     plot_curves(out / "metrics.jsonl", out / "train_curves.png")
     result["config"] = _identity(cfg)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    result["init_source"] = source
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     return result
 
 
@@ -322,6 +325,12 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     inits = ([init] + (["weights"] if init_weights and init != "weights" else [])  # SSL vs supplied weights too
              + (["scratch"] if baseline and init != "scratch" else []))
     init_states.setdefault("scratch", None)
+    # what each sub-run starts from, by content: --resume must not reuse sub-runs of another checkpoint or file
+    sources = {"checkpoint": notes.get("checkpoint") and f"checkpoint {notes['checkpoint']['path']} at step "
+                                                         f"{notes['checkpoint']['step']}",
+               "weights": init_weights and f"weights file {Path(init_weights).resolve()}"}
+    sources = {name: {"description": sources[name], "fingerprint": runs.state_fingerprint(init_states[name])}
+               for name in inits if init_states.get(name) is not None}
 
     num_classes, multilabel = splits["train"].num_classes, splits["train"].multilabel
     cfg = config_from_dict(cfg.to_dict() | {"in_chans": channels, "out": str(out), "method_args": cfg.method_args |
@@ -354,6 +363,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                 if resume and (sub / "result.json").is_file():
                     r = json.loads((sub / "result.json").read_text())
                     _check_same(r.get("config", {}), _identity(sub_cfg), sub)
+                    _check_source(r, sources.get(name), sub)
                     results[name][regime_name(regime)].append(r)
                     if feats is not None and (sub / "test_features.pt").is_file():
                         saved = torch.load(sub / "test_features.pt", weights_only=True)
@@ -366,7 +376,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                     r = finetune_one(sub_cfg, splits, idx, init_states[name], sub, device,
                                      save_model=name == inits[0] and s == 0,
                                      desc=f"[{done}/{n_runs}] {name} {regime_name(regime)} seed {seed}",
-                                     features=feats)
+                                     features=feats, source=sources.get(name))
                 except TrainingInterrupted as e:
                     raise TrainingInterrupted(f"{e}. The {done - 1} finished fine-tuning runs are kept in {out}; "
                                               "run the same command with --resume to do only the rest",
@@ -421,6 +431,19 @@ def _check_same(saved: dict, now: dict, sub: Path) -> None:
         detail = "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
         raise ConfigError(f"--resume: {sub} was made with other settings ({detail}); resume with the same "
                           "settings, or use another --out")
+
+
+def _check_source(saved: dict, now: dict | None, sub: Path) -> None:
+    """A ConfigError when the sub-run in ``sub`` started from other weights than ``now`` (sub-runs written before
+    vissl-lite recorded their initial weights carry no ``init_source`` and are not checked)."""
+    if "init_source" not in saved:
+        return
+    then, now = saved["init_source"] or {}, now or {}
+    if then.get("fingerprint") != now.get("fingerprint"):
+        what = (f"{now.get('description')}, whose weights have changed since" if then.get("description") ==
+                now.get("description") else f"{then.get('description')} then, {now.get('description')} now")
+        raise ConfigError(f"--resume: {sub} was fine-tuned from other initial weights ({what}); resume with the "
+                          "same --checkpoint / --init-weights, or use another --out")
 
 
 def aggregate(per_seed: list[dict], regime: dict, cfg: RunConfig) -> dict:
