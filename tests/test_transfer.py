@@ -132,6 +132,28 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
                 + FAST) == 0
     assert stamps == {s: (out / s / "metrics.json").stat().st_mtime_ns for s in stamps}  # nothing recomputed
     assert json.loads((out / "metrics.json").read_text())["eval"]["table"] == rows
+    # other settings on --resume would reuse the finished steps under the new labels: refused, naming what differs
+    other = tmp_path / "other.npz"
+    other.write_bytes(npz_gray.read_bytes())
+    for change, said in ((["--data", str(other)], "data: '"), (["--knn-k", "5"], "knn_k: [20] then, [5] now"),
+                         (["--backbone", "resnet34"], "backbone: None then, 'resnet34' now"),
+                         (["--protocols", "knn"], "protocols: ['finetune', 'knn', 'linear_probe'] then")):
+        argv = ["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"]
+        assert main(argv + FAST + change) == 2
+        err = capsys.readouterr().err
+        assert f"--resume: {out} was started with other settings ({said}" in err, err
+    assert stamps == {s: (out / s / "metrics.json").stat().st_mtime_ns for s in stamps}
+    # the same command spelled from another working folder is the same transfer (device and progress are free)
+    assert main(["transfer", "--data", f"{npz_gray.parent}/../{npz_gray.parent.name}/{npz_gray.name}", "--augment",
+                 "radiology", "--out", str(out), "--resume", "--device", "cpu"] + FAST) == 0
+    # --checkpoint: the run trained further is another starting point for the frozen and fine-tuning steps
+    ck = tmp_path / "ck"
+    argv = ["transfer", "--data", str(npz_gray), "--checkpoint", str(out / "pretrain"), "--out", str(ck),
+            "--protocols", "knn", "--seeds", "1", "--label-fraction", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert main(["pretrain", "--out", str(out / "pretrain"), "--resume", "--max-steps", "4", "--no-progress"]) == 0
+    assert main(argv + ["--resume"]) == 2
+    assert "checkpoint_step: 3 then, 4 now" in capsys.readouterr().err
 
 
 def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
@@ -146,7 +168,17 @@ def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
                  str(tmp_path / "w")]) == 2
     assert "cannot load checkpoint" in capsys.readouterr().err
     assert main(["transfer", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "v")]) == 2
-    assert not any((tmp_path / d).exists() for d in "xyzwv")  # a failed start leaves no empty run folder
+    # --checkpoint is pretrained already: pretraining flags would be silently ignored
+    assert main(["transfer", "--data", str(npz_gray), "--checkpoint", str(tmp_path / "bad.pt"), "--backbone",
+                 "resnet34", "--lr", "0.1", "--seeds", "1", "--out", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err
+    assert "--backbone, --lr: pretraining settings, and --checkpoint" in err and "--seeds" not in err
+    # an interrupted transfer is finished with --resume, not silently continued by a fresh command
+    (tmp_path / "t" / "pretrain").mkdir(parents=True)
+    (tmp_path / "t" / "pretrain" / "checkpoint.pt").write_bytes(b"")
+    assert main(["transfer", "--data", str(npz_gray), "--out", str(tmp_path / "t")]) == 2
+    assert "holds an unfinished transfer; pass --resume" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "xyzwvu")  # a failed start leaves no empty run folder
 
 
 def test_an_interrupt_during_pretraining_points_at_transfer_resume(npz_gray, tmp_path, monkeypatch):

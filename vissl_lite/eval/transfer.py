@@ -31,7 +31,11 @@ from vissl_lite.eval.report import init_name, knn_clamp_note, protocol_name
 PROTOCOLS = ("linear_probe", "knn", "finetune")
 # Settings that shape the evaluations; everything else configures pretraining.
 EVAL_KEYS = ("label_fraction", "labels_per_class", "seeds", "knn_k", "knn_temperature", "probe_epochs", "probe_lrs",
-             "probe_batch_size", "seed", "device", "progress", "on_bad_file", "window")
+             "probe_batch_size", "seed", "device", "progress", "on_bad_file", "window", "val_fraction", "data_mode",
+             "memory_limit_gb")
+# How a step runs, not what it computes: free to change on --resume.
+RUN_KEYS = ("device", "progress")
+SETTINGS = "transfer_settings.json"  # what --resume compares before it reuses any finished step
 DEFAULTS = {"label_fraction": [0.01, 0.1, 1.0], "seeds": 3, "knn_k": [20]}
 # The MedMNIST v2 paper's ResNet-18 (28) test ACC / AUC (Yang et al., Scientific Data 2023, Table 3), all labels,
 # 100 epochs from scratch at 28 px: a reference line for the report when the data is one of these sets.
@@ -91,12 +95,25 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             raise ConfigError(f"--finetune-args: {e}") from e
         if key == "method" and value != "classifier":
             raise ConfigError(f"--finetune-args: fine-tuning trains the 'classifier' method, not '{value}'")
+    if checkpoint is not None:
+        ignored = sorted(set(overrides) - set(EVAL_KEYS) - {"init_weights"})
+        if ignored or recipe:
+            given = ", ".join(["--config"] * bool(recipe) + ["--" + k.replace("_", "-") for k in ignored])
+            raise ConfigError(f"{given}: pretraining settings, and --checkpoint {checkpoint} is already pretrained "
+                              "(its own settings are used). Leave them out (fine-tuning settings go in "
+                              "--finetune-args, e.g. 'lr=1e-3'), or drop --checkpoint to pretrain with them")
     init_weights = overrides.get("init_weights") or None
     eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
     out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "metrics.json").is_file() and not resume:
         raise FileExistsError(f"{out} already holds a transfer result; pass --resume to reuse its steps, or choose "
                               "another --out")
+    if not resume and ((out / SETTINGS).is_file() or (out / "pretrain" / runs.CHECKPOINT).is_file()):
+        raise FileExistsError(f"{out} holds an unfinished transfer; pass --resume to finish it, or choose another "
+                              "--out")
+    settings = _settings(data, pretrain_data, checkpoint, recipe, overrides, finetune_args, protocols)
+    if resume:
+        _check_settings(out, settings, ignore=("checkpoint_step",))  # (known once the checkpoint is read)
 
     # ---- 1. self-supervised pretraining (in-domain, unlabeled)
     if checkpoint is None:
@@ -125,7 +142,11 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         raise ConfigError(f"--window {eval_over['window']}: {checkpoint} was pretrained with --window "
                           f"{pre_cfg.get('window', 'auto')}, and its probes and fine-tuning map the data the same "
                           "way; leave --window out (or pretrain again with the window you want)")
+    settings["checkpoint_step"] = saved["step"]  # a --checkpoint run trained further is another starting point
+    if resume:
+        _check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad --checkpoint or pretraining input leaves no folder
+    atomic_write_text(out / SETTINGS, json.dumps(settings, indent=2))
 
     # ---- 2. frozen features: linear probe and kNN
     steps: dict[str, dict] = {}
@@ -158,6 +179,45 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     print(transfer_summary(metrics))
     print(f"  report: {report}")
     return metrics
+
+
+def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | None, overrides: dict,
+              finetune_args: dict | None, protocols: tuple[str, ...]) -> dict:
+    """Everything that decides what a transfer computes, in one spelling (absolute paths, parsed values), as
+    JSON stores it: what --resume compares before reusing a finished step."""
+    from vissl_lite.data.datasets import absolute_spec
+
+    values = {k: parse_value(k, v) for k, v in overrides.items() if k not in RUN_KEYS}
+    if values.get("init_weights"):
+        values["init_weights"] = os.path.abspath(values["init_weights"])
+    settings = {"data": absolute_spec(data), "protocols": sorted(protocols), "settings": values,
+                "finetune_args": {k: parse_value(k, v) for k, v in (finetune_args or {}).items()}}
+    if checkpoint is not None:
+        settings["checkpoint"] = str(runs.find_checkpoint(checkpoint).resolve())
+    else:
+        settings |= {"pretrain_data": absolute_spec(pretrain_data or data), "recipe": recipe}
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _check_settings(out: Path, now: dict, ignore: tuple[str, ...] = ()) -> None:
+    """A ConfigError when the transfer in ``out`` was started with other settings than ``now``: its finished
+    steps would be reused and labelled with the new ones. Folders written before the settings were recorded are
+    not checked."""
+    path = out / SETTINGS
+    if not path.is_file():
+        return
+    try:
+        then = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return  # cut short by a kill before any step used it; rewritten below
+    flat = {**{k: v for k, v in then.items() if k != "settings"}, **then.get("settings", {})}
+    flat_now = {**{k: v for k, v in now.items() if k != "settings"}, **now.get("settings", {})}
+    differ = sorted(k for k in set(flat) | set(flat_now) if flat.get(k) != flat_now.get(k) and k not in ignore)
+    if differ:
+        detail = "; ".join(f"{k}: {flat.get(k)!r} then, {flat_now.get(k)!r} now" for k in differ[:4])
+        raise ConfigError(f"--resume: {out} was started with other settings ({detail}), and its finished steps "
+                          "would be reported under the new ones. Resume with the same command, or choose another "
+                          "--out")
 
 
 def _row_order(row: dict) -> tuple:
