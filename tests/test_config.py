@@ -70,6 +70,10 @@ def test_recipe_that_is_not_one_yaml_mapping_of_unique_keys_is_refused(tmp_path)
     ("backbone", "resnet_18", "unknown timm model 'resnet_18'. Closest names: resnet18"),
     ("augment", "crop_flip", "--method simclr takes 2 view.*use --augment simclr"),
     ("resume", "maybe", "resume"),
+    ("lr", "inf", r"'lr' \(--lr\) must be a finite number, got inf"),
+    ("lr", "nan", r"'lr' \(--lr\) must be a finite number, got nan"),
+    ("weight_decay", "nan", r"'weight_decay' \(--weight-decay\) must be a finite number"),
+    ("label_fraction", "0.1,nan", r"need label_fraction values in \(0, 1\].*got \[0.1, 'nan'\]"),
 ])
 def test_bad_values_fail_before_work(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -361,6 +362,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         if patch and cfg.image_size % patch:
             raise ConfigError(f"image_size {cfg.image_size} is not a multiple of the ViT patch size {patch}; pick "
                               f"an image size divisible by {patch} or set --patch-size")
+    for key, value in cfg.to_dict().items():  # nan passes every comparison below, inf is no setting
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{_flag(key)} must be a finite number, got {value}")
     positive = ["image_size", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "probe_epochs",
                 "probe_batch_size"]
     for key in positive:
