@@ -58,8 +58,11 @@ def test_seed_std_is_the_sample_std():
     from vissl_lite.eval.probe import aggregate_seeds, seed_std, table_rows
 
     assert seed_std([1.0, 3.0]) == pytest.approx(2 ** 0.5) and seed_std([5.0]) == 0.0
-    agg = aggregate_seeds([{"top1": 1.0, "n_train": 4, "lr": 0.1}, {"top1": 3.0, "n_train": 4, "lr": 0.1}])
-    assert agg["top1_std"] == pytest.approx(2 ** 0.5)
+    agg = aggregate_seeds([{"top1": 1.0, "n_train": 4, "lr": 0.1, "metrics": {"top1": 1.0}},
+                           {"top1": 3.0, "n_train": 4, "lr": 0.1, "metrics": {"top1": 3.0}}])
+    assert agg["top1_std"] == pytest.approx(2 ** 0.5) and agg["top1"] == 2.0
+    # the full result kept beside the means is the first seed's, and the file says so
+    assert agg["metrics"] == {"top1": 1.0} and "first seed's" in agg["metrics_note"]
     regime = {"name": "10%", "label_fraction": 0.1, "labels_per_class": 0, "seeds": 2}
     assert table_rows(agg | {"label_regime": regime}, "linear_probe", "ssl")[0]["std"] == pytest.approx(2 ** 0.5)
 

@@ -146,6 +146,10 @@ def aggregate_seeds(results: list[dict], keep: tuple[str, ...] = ("lr",)) -> dic
     out = dict(results[0])
     if "skipped" in out:
         return out
+    if len(results) > 1 and "metrics" in out:  # said in the file, since 'metrics' sits beside the means
+        out["metrics_note"] = ("'metrics' holds the first seed's full result (its per-class numbers and confusion "
+                               "matrix); the headline numbers beside it are means over the seeds, each seed's in "
+                               "'per_seed'")
     if isinstance(out.get("top1"), dict):  # kNN: top-1 per k
         ks = list(out["top1"])
         out["top1"] = {k: float(np.mean([r["top1"][k] for r in results])) for k in ks}
@@ -318,6 +322,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     cfg = config_from_dict(cfg.to_dict() | overrides | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
+    runs.check_out_folder(out_dir, command)
     features: dict = {}
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
     train = splits["train"]
