@@ -50,7 +50,7 @@ def test_truncated_and_fake_images_error_or_skip(tmp_path, mode):
         assert len(d.labels) == len(d.images if d.images is not None else d.files)
 
 
-def test_skip_also_holds_for_the_reconstruction_grid_and_its_file_goes_where_it_says(tmp_path, capsys):
+def test_skip_also_holds_for_the_reconstruction_grid_and_its_file_goes_where_it_says(tmp_path, capsys, monkeypatch):
     root = tmp_path / "u"  # unlabeled: the grid draws from train, whose first file is the broken one
     root.mkdir()
     for i in range(8):
@@ -67,6 +67,16 @@ def test_skip_also_holds_for_the_reconstruction_grid_and_its_file_goes_where_it_
     assert grid.is_file() and f"wrote {grid}" in said and "note: note:" not in said
     assert main(["reconstruct", "--checkpoint", str(run), "--out", str(tmp_path / "grid")]) == 0
     assert (tmp_path / "grid.png").is_file() and f"wrote {tmp_path / 'grid.png'}" in capsys.readouterr().out
+    # files whose headers pass the listing's check and whose pixels then fail to decode, every one of them: named,
+    # not torch.stack's 'expects a non-empty TensorList'
+    import vissl_lite.eval.reconstruct as rec
+
+    def undecodable(f, *args):
+        raise DataError(f"{f}: pixel data cut short")
+
+    monkeypatch.setattr(rec, "decode_image", undecodable)
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(tmp_path / "g2")]) == 2
+    assert f"no file of the train split of {root} could be decoded (7 tried" in capsys.readouterr().err
 
 
 def test_skip_is_reported_by_pretrain(tmp_path, capsys):
@@ -152,6 +162,15 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
         load_split(str(tmp_path / "half.npz"), "train", 8)
     with pytest.raises(ConfigError, match="in_chans"):
         make_config(in_chans=2)
+    empty = dict(train_images=np.zeros((0, 8, 8), np.uint8), train_labels=np.zeros(0))
+    np.savez(tmp_path / "empty.npz", **empty)
+    with pytest.raises(DataError, match=r"empty.npz: 'train_images' holds no images \(shape \(0, 8, 8\)\)"):
+        load_split(str(tmp_path / "empty.npz"), "train", 8)
+    # an empty test split is one the file does not have, and is named as missing (not numpy's zero-size error)
+    np.savez(tmp_path / "notest.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
+             test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros(0))
+    with pytest.raises(DataError, match=r"notest.npz has no 'test' split \(it has: train\)"):
+        load_split(str(tmp_path / "notest.npz"), "test", 8)
     np.savez(tmp_path / "float.npz", train_images=np.zeros((4, 8, 8), np.float32), train_labels=np.zeros(4))
     with pytest.raises(DataError, match=r"float\.npz \(train split\).*float32.*astype\('uint8'\)"):
         load_split(str(tmp_path / "float.npz"), "train", 8)
@@ -221,11 +240,11 @@ def test_cli_errors_are_one_line_naming_the_option_or_file(npz_gray, tmp_path, c
     assert "use 'vissl-lite finetune'" in error("pretrain", "--config", "finetune", "--out", str(tmp_path / "f"))
     assert not (tmp_path / "f").exists()
     # what only the pretraining run completes (a medical preset's own augment_args) is not judged up front: this
-    # gets as far as looking for the checkpoint
+    # gets as far as looking for the checkpoint, whose config decides the fine-tuning augmentation
     from vissl_lite.eval.transfer import transfer
 
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        transfer(str(npz_gray), checkpoint=str(tmp_path / "none"), out=str(tmp_path / "t2"), augment="radiology",
+        transfer(str(npz_gray), checkpoint=str(tmp_path / "none"), out=str(tmp_path / "t2"),
                  finetune_args={"augment_args": {"p_hflip": 0.0}})
     # a checkpoint cut short: one line naming it and the snapshots to fall back on
     run = tmp_path / "run"
@@ -295,3 +314,29 @@ def test_an_output_folder_that_cannot_be_made_is_an_error_not_a_traceback(tmp_pa
     assert main(["pretrain", "--out", str(tmp_path / "file" / "run"), "--max-steps", "1", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "vissl-lite pretrain: error:" in err and "file" in err and "Traceback" not in err
+
+
+def test_no_command_overwrites_another_commands_results(npz_gray, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
+                 "--max-steps", "1", "--no-progress"]) == 0
+    kept = {f: (run / f).read_bytes() for f in ("metrics.json", "report.md")}
+    capsys.readouterr()
+    for command in ("knn", "linear-probe"):  # into the pretraining run itself
+        assert main([command, "--checkpoint", str(run), "--out", str(run), "--no-progress"]) == 2
+        assert f"--out {run} is a pretraining run (it holds checkpoint.pt)" in capsys.readouterr().err
+    probe = tmp_path / "probe"
+    assert main(["knn", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 0
+    assert main(["knn", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 0  # a re-run replaces
+    assert main(["linear-probe", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 2
+    assert f"--out {probe} already holds a 'knn' result" in capsys.readouterr().err
+    # a fresh pretraining into a results folder with no checkpoint to continue
+    assert main(["pretrain", "--data", str(npz_gray), "--out", str(probe), "--image-size", "16", "--max-steps", "1",
+                 "--no-progress"]) == 2
+    assert f"{probe} already holds results (metrics.json) and no checkpoint" in capsys.readouterr().err
+    assert {f: (run / f).read_bytes() for f in kept} == kept
+    # a results folder is not an image folder (its plots would be read as the data)
+    for folder in (run, probe):
+        assert main(["pretrain", "--data", str(folder), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
+        assert f"--data {folder} is a vissl-lite results folder, not images" in capsys.readouterr().err
+    assert json.loads((probe / "metrics.json").read_text())["command"] == "knn"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import random
@@ -282,6 +283,25 @@ def _snapshot(path: Path, step: int, keep: int) -> None:
         old.unlink()
 
 
+def check_out_folder(out: str | Path, command: str) -> None:
+    """A FileExistsError when ``out`` holds another command's results, which writing ``command``'s metrics.json
+    and report.md there would overwrite: a pretraining run (its checkpoint), or a metrics.json that another command
+    wrote. The same command's earlier result is not checked here (each command decides: a re-probe replaces it,
+    fine-tuning and transfer ask for --resume)."""
+    out = Path(out)
+    if command != "pretrain" and (out / CHECKPOINT).is_file():
+        raise FileExistsError(f"--out {out} is a pretraining run (it holds {CHECKPOINT}), and its metrics.json and "
+                              f"report.md are that run's; choose another --out (the default is a {command} folder "
+                              "inside the run)")
+    try:
+        other = json.loads((out / "metrics.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        return
+    if other and other != command:
+        raise FileExistsError(f"--out {out} already holds a '{other}' result (metrics.json, report.md) that this "
+                              f"{command} would overwrite; choose another --out")
+
+
 def find_checkpoint(run: str | Path) -> Path:
     """A run folder (its checkpoint.pt) or a checkpoint file."""
     p = Path(run)
@@ -399,8 +419,6 @@ def export_backbone(run: str | Path, out: str | Path) -> dict:
     the file's metadata. ``out`` may be a folder (the file is ``backbone.safetensors`` in it); a file must end in
     ``.safetensors``, the suffix timm reads the format from. Returns ``{"file", "backbone", "timm_kwargs",
     "tensors", "mean", "std", "in_chans", "image_size", "window"}``."""
-    import json
-
     from safetensors.torch import save_file
 
     out = Path(out)

@@ -131,6 +131,9 @@ def _prepare_out(cfg: RunConfig) -> Path:
     if not cfg.resume and ckpt.is_file():
         raise FileExistsError(f"{out} already holds a checkpoint. Pass --resume to continue that run, or choose "
                               "another --out")
+    if not cfg.resume and (out / "metrics.json").is_file():
+        raise FileExistsError(f"{out} already holds results (metrics.json) and no checkpoint to continue; choose "
+                              "another --out")
     return out
 
 

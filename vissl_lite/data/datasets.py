@@ -101,6 +101,9 @@ def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
         return "cifar", str(path)
     if readers.is_idx_dir(path):
         return "idx", str(path)
+    if (path / "checkpoint.pt").is_file() or (path / "metrics.json").is_file():  # its plots would be the images
+        raise DataError(f"{flag} {spec} is a vissl-lite results folder, not images: give a run as --checkpoint, "
+                        f"and as {flag} the data itself (a run's own is 'data' in its config.yaml)")
     return "folder", str(path)
 
 

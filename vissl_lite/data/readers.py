@@ -74,6 +74,11 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
                             "(N, H, W, 1|3)")
         if labels is not None and len(labels) != len(images):
             raise DataError(f"{path}: '{split}_labels' has {len(labels)} rows for {len(images)} images")
+        if len(images) == 0:  # an empty val or test split is one the file does not have
+            if split == "train":
+                raise DataError(f"{path}: 'train_images' holds no images (shape {images.shape}); the train split "
+                                "is what every command reads")
+            continue
         if labels is not None and labels.dtype.kind not in "biuf":
             raise DataError(f"{path}: '{split}_labels' holds {labels.dtype} values (e.g. {labels.flat[0]!r}); "
                             "store integer class codes 0..K-1 (or 0/1 columns for multi-label), and the class "

@@ -302,6 +302,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
         out = (runs.find_checkpoint(checkpoint).parent / "finetune" if checkpoint else
                Path("runs") / f"finetune-{Path(cfg.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out = Path(out)
+    runs.check_out_folder(out, "finetune")
     if (out / "metrics.json").is_file() and not resume:
         raise FileExistsError(f"{out} already holds a fine-tuning result; pass --resume to finish or reuse its "
                               "sub-runs, or choose another --out")

@@ -108,6 +108,9 @@ def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None
             except DataError:
                 if cfg.on_bad_file != "skip":
                     raise
+        if not decoded:
+            raise DataError(f"no file of the {dataset.split} split of {spec} could be decoded ({len(dataset.files)} "
+                            "tried, each skipped as unreadable); point --data at images that open")
         images = torch.stack(decoded)
     if len(images) < n:
         notes.append(f"the {dataset.split} split has {len(images)} images: drawing {len(images)}, not {n}")

@@ -105,6 +105,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     init_weights = overrides.get("init_weights") or None
     eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
     out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    runs.check_out_folder(out, "transfer")
     if (out / "metrics.json").is_file() and not resume:
         raise FileExistsError(f"{out} already holds a transfer result; pass --resume to reuse its steps, or choose "
                               "another --out")
