@@ -179,7 +179,9 @@ def test_nested_archive_is_unlabeled_and_linked_class_folders_count(png_tree, tm
     (png_tree / "class_1" / "loop").symlink_to(linked, target_is_directory=True)  # a link back up: read once
     splits = [load_split(str(linked), s, 8) for s in ("train", "val", "test")]
     assert sum(map(len, splits)) == 20 and splits[0].class_names == ["class_0", "class_1"]
-    assert "read as labeled, one class per subfolder: 2 classes (class_0, class_1); val and test" in splits[0].layout
+    # the note gives what was carved, counted: test first, then val from what test left
+    assert (f"read as labeled, one class per subfolder: 2 classes (class_0, class_1); carved from train: test "
+            f"{len(splits[2])} images (10%), val {len(splits[1])} images (10% of the rest)") in splits[0].layout
 
 
 def test_corrupt_image_error_names_file(png_tree):

@@ -70,7 +70,7 @@ def test_selection_ignores_test(gray_run, tmp_path, monkeypatch):
     assert a["top1"] != b["top1"]
 
 
-def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path):
+def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path, capsys):
     kw = dict(out=tmp_path / "ft", label_fraction=[0.5, 1.0], seeds=2, **FT)
     m1 = finetune(gray_run, **kw)
     rows = m1["eval"]["table"]
@@ -83,7 +83,10 @@ def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path):
     redo = tmp_path / "ft" / "scratch" / "50pct" / "seed1"
     before = (tmp_path / "ft" / "checkpoint" / "100pct" / "seed0" / "result.json").stat().st_mtime_ns
     (redo / "result.json").unlink()
+    capsys.readouterr()
     m2 = finetune(gray_run, resume=True, **kw)
+    said = capsys.readouterr().out  # which sub-runs were reused and which one ran again
+    assert said.count("finished earlier: reused from") == 7 and f"reused from {redo}" not in said
     assert (tmp_path / "ft" / "checkpoint" / "100pct" / "seed0" / "result.json").stat().st_mtime_ns == before
     assert m2["eval"]["table"] == rows  # the re-run sub-run reproduces its numbers exactly
     assert (tmp_path / "ft" / "embedding.png").is_file()  # reused sub-runs keep their features

@@ -127,12 +127,17 @@ def test_label_subsets_are_stratified_sized_and_seeded():
 
 def test_low_label_evaluation_reports_mean_and_std_over_seeds(npz_gray, tmp_path, capsys):
     run = tmp_path / "run"
+    # one way to choose the labeled subset at a time: both given is an error, not one silently winning
+    assert main(["pretrain", "--data", str(npz_gray), "--label-fraction", "0.5", "--labels-per-class", "2"]) == 2
+    assert "are two ways to choose the labeled subset; give one" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(npz_gray), "--out", str(run), "--image-size", "16", "--batch-size", "12",
-                 "--max-steps", "1", "--no-probe", "--no-progress"]) == 0
+                 "--max-steps", "1", "--no-probe", "--no-progress", "--label-fraction", "0.5"]) == 0
+    # the run's own --label-fraction 0.5 gives way to the --labels-per-class given now
     assert main(["knn", "--checkpoint", str(run), "--labels-per-class", "2", "--seeds", "3", "--knn-k", "3",
                  "--no-baseline", "--no-progress"]) == 0
     k = json.loads((run / "knn" / "metrics.json").read_text())["eval"]["knn"]
     assert k["n_train"] == [6, 6, 6] and len(k["per_seed"]) == 3 and k["label_regime"]["seeds"] == 3
+    assert k["label_regime"]["label_fraction"] == 1.0
     assert k["top1"]["3"] == pytest.approx(np.mean([s["3"] for s in k["per_seed"]]))
     capsys.readouterr()
     assert main(["knn", "--checkpoint", str(run), "--labels-per-class", "2,20", "--knn-k", "3", "--no-baseline",

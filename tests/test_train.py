@@ -47,6 +47,9 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
     assert not list((tmp_path / "run").glob("*.tmp"))
     assert (tmp_path / "run" / "config.yaml").is_file()
+    # the temporary file's private mode (mkstemp: 0600) does not stick: the same mode as the run's other files
+    mode = lambda f: (tmp_path / "run" / f).stat().st_mode & 0o777  # noqa: E731
+    assert mode("checkpoint.pt") == mode("config.yaml")
 
 
 @pytest.mark.parametrize("amp", ["off", "fp16"])

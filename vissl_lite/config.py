@@ -398,6 +398,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             or cfg.seeds < 1):
         raise ConfigError("need label_fraction values in (0, 1], labels_per_class values >= 1 and seeds >= 1; got "
                           f"{cfg.label_fraction}, {cfg.labels_per_class}, {cfg.seeds}")
+    if cfg.labels_per_class and cfg.label_fraction != [1.0]:
+        raise ConfigError(f"'label_fraction' (--label-fraction) {cfg.label_fraction} and 'labels_per_class' "
+                          f"(--labels-per-class) {cfg.labels_per_class} are two ways to choose the labeled subset; "
+                          "give one")
     if not 0.0 <= cfg.drop_path < 1.0:
         raise ConfigError(f"'drop_path' (--drop-path) must be in [0, 1), got {cfg.drop_path}")
     if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
@@ -458,6 +462,17 @@ def make_config(recipe: str | None = None, **overrides: Any) -> RunConfig:
     values = merge_overrides(values, overrides)
     parsed = {k: parse_value(k, v) for k, v in values.items()}
     return validate(RunConfig(**parsed))
+
+
+def label_choice(given: dict) -> dict:
+    """``given``'s choice of labeled subset with the other way reset to its default, for laying over a saved
+    config: a run pretrained with --label-fraction 0.1 and probed now with --labels-per-class 5 means 5 per
+    class, not both."""
+    if "labels_per_class" in given and "label_fraction" not in given:
+        return {"label_fraction": [1.0], "labels_per_class": given["labels_per_class"]}
+    if "label_fraction" in given and "labels_per_class" not in given:
+        return {"labels_per_class": [], "label_fraction": given["label_fraction"]}
+    return {}
 
 
 def config_from_dict(data: dict) -> RunConfig:

@@ -422,9 +422,11 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
         return (f"{base} is read as unlabeled: {why}, so folder names are not labels; every image trains{fix}"
                 if why else "")
     shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
-    cut = [n for n in ("val", "test") if n in carved]
+    rest = " of the rest" if "test" in carved else ""  # test is carved first, val from what test left
+    cut = [f"{n} {len(carved[n])} images ({val_fraction:.0%}{rest if n == 'val' else ''})"
+           for n in ("test", "val") if n in carved]
     return (f"{base} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
-            + (f"; {' and '.join(cut)} carved from train, {val_fraction:.0%} each" if cut else ""))
+            + (f"; carved from train: {', '.join(cut)}" if cut else ""))
 
 
 @functools.lru_cache(maxsize=4)

@@ -365,6 +365,9 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                     r = json.loads((sub / "result.json").read_text())
                     _check_same(r.get("config", {}), _identity(sub_cfg), sub)
                     _check_source(r, sources.get(name), sub)
+                    metric = "top1" if "top1" in r else "auroc_mean"
+                    print(f"  [{done}/{n_runs}] {name:<10} {regime_name(regime):>8} seed {seed}: test {metric} "
+                          f"{r[metric]:.2f}, finished earlier: reused from {sub}")
                     results[name][regime_name(regime)].append(r)
                     if feats is not None and (sub / "test_features.pt").is_file():
                         saved = torch.load(sub / "test_features.pt", weights_only=True)

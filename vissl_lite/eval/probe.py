@@ -14,7 +14,7 @@ from torch import nn
 from vissl_lite import runs
 from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
-from vissl_lite.config import RunConfig, atomic_write_text, config_from_dict
+from vissl_lite.config import RunConfig, atomic_write_text, config_from_dict, label_choice
 from vissl_lite.data import ImageSet, channel_note, label_subset, load_split
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
@@ -319,7 +319,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
-    cfg = config_from_dict(cfg.to_dict() | overrides | ({"data": data} if data else {}))
+    cfg = config_from_dict(cfg.to_dict() | overrides | label_choice(overrides) | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
     runs.check_out_folder(out_dir, command)

@@ -22,7 +22,15 @@ import numpy as np
 
 from vissl_lite import runs
 from vissl_lite.backbones import in_chans_of
-from vissl_lite.config import FIELDS, ConfigError, atomic_write_text, config_from_dict, make_config, parse_value
+from vissl_lite.config import (
+    FIELDS,
+    ConfigError,
+    atomic_write_text,
+    config_from_dict,
+    label_choice,
+    make_config,
+    parse_value,
+)
 from vissl_lite.data import data_name
 from vissl_lite.data.readers import parse_window
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
@@ -72,7 +80,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}")
     for key, value in DEFAULTS.items():
-        overrides.setdefault(key, value)
+        if not (key == "label_fraction" and overrides.get("labels_per_class")):  # the other way to choose
+            overrides.setdefault(key, value)
     # everything that can be checked before hours of pretraining is checked here
     from vissl_lite.data.datasets import has_labels, parse_spec
 
@@ -241,7 +250,7 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
     dev = runs.resolve_device(eval_over.get("device", "auto"))
     cfg, model, ckpt = runs.load_run(ckpt_file, dev)
     keep = {k: v for k, v in eval_over.items() if k not in ("device", "window")}  # the run's window (resolved)
-    cfg = config_from_dict(cfg.to_dict() | keep | {"data": data})
+    cfg = config_from_dict(cfg.to_dict() | keep | label_choice(keep) | {"data": data})
     t0 = time.time()
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
     print(f"vissl-lite transfer: {' and '.join(which)} on frozen features of {splits['train'].name} "
