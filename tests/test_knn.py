@@ -138,6 +138,10 @@ def test_low_label_evaluation_reports_mean_and_std_over_seeds(npz_gray, tmp_path
     k = json.loads((run / "knn" / "metrics.json").read_text())["eval"]["knn"]
     assert k["n_train"] == [6, 6, 6] and len(k["per_seed"]) == 3 and k["label_regime"]["seeds"] == 3
     assert k["label_regime"]["label_fraction"] == 1.0
+    # kNN keeps its full metrics per k: the report's confusion matrix is the first k's
+    report = (run / "knn" / "report.md").read_text()
+    assert "## Confusion matrix" in report and "knn k=3, ssl init, 2/class labels" in report
+    assert (run / "knn" / "confusion_matrix.png").stat().st_size > 5000
     assert k["top1"]["3"] == pytest.approx(np.mean([s["3"] for s in k["per_seed"]]))
     capsys.readouterr()
     assert main(["knn", "--checkpoint", str(run), "--labels-per-class", "2,20", "--knn-k", "3", "--no-baseline",

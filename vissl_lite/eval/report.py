@@ -208,10 +208,16 @@ def plot_finetune_curves(logs: dict[str, Path], png: Path) -> Path | None:
     return png
 
 
-def _main_result(ev: dict) -> tuple[str, dict] | None:
+def _main_result(ev: dict) -> tuple[str, dict, dict] | None:
+    """(name, result, its full test metrics) of the protocol whose confusion matrix the report shows: fine-tuning,
+    else the linear probe, else kNN at its first k (kNN keeps full metrics per k)."""
     for key in ("finetune", "linear_probe", "knn"):
         if key in ev and "metrics" in ev[key]:
-            return key, ev[key]
+            full = ev[key]["metrics"]
+            if key == "knn" and full:
+                k = next(iter(full))
+                return f"knn k={k}", ev[key], full[k]
+            return key, ev[key], full
     return None
 
 
@@ -265,14 +271,14 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
         if png:
             lines += ["## Label efficiency", "", f"![label efficiency]({rel(png)})", ""]
     main = _main_result(ev)
-    if main and "confusion_matrix" in main[1]["metrics"]:
-        key, result = main
+    if main and "confusion_matrix" in main[2]:
+        key, result, full = main
         regime = result.get("label_regime", {}).get("name", "")
         title = f"{key}, {result.get('init', 'ssl')} init, {regime} labels, test (seed {cfg.get('seed')})"
-        png = plot_confusion(main[1]["metrics"]["confusion_matrix"], out / "confusion_matrix.png", names, title)
+        png = plot_confusion(full["confusion_matrix"], out / "confusion_matrix.png", names, title)
         lines += ["## Confusion matrix", "", f"{title}.", "", f"![confusion matrix]({rel(png)})", ""]
-    if main and "auroc_per_label" in main[1]["metrics"]:
-        per = main[1]["metrics"]["auroc_per_label"]
+    if main and "auroc_per_label" in main[2]:
+        per = main[2]["auroc_per_label"]
         lines += ["## Per-label test AUROC", "", "| label | AUROC |", "|---|---|"]
         lines += [f"| {names[i] if names and i < len(names) else i} | {'–' if a is None else f'{a:.2f}'} |"
                   for i, a in enumerate(per)] + [""]
