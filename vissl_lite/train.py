@@ -350,7 +350,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         tr = metrics["train"]
         done = _steps(step) + (f" ({step - start_step} after resuming)" if start_step else "")
         print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {done}, final loss {tr['final_loss']}, "
-              f"{tr['images_per_s']:.0f} images/s. Run folder: {out}")
+              f"{tr['images_per_s']:.0f} images/s (mean of the log intervals after the first, which holds the "
+              f"warm-up). Run folder: {out}")
         if "eval" in metrics and "skipped" not in metrics["eval"]:
             print(summary(metrics))
         elif "eval" in metrics:
@@ -629,6 +630,7 @@ def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: fl
     records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
     records = [r for r in records if "loss" in r]  # training lines, not monitor lines
     last = records[-1] if records else {}
+    # the first interval holds the warm-up (allocator, kernel choice, loader start): the headline leaves it out
     rates = [r["images_per_s"] for r in records[1:]] or [r["images_per_s"] for r in records]
     return {"steps": steps, "epochs": round(steps / steps_per_epoch, 2), "train_images": n_images,
             "final_loss": last.get("loss"), "seconds": round(seconds, 1),

@@ -76,12 +76,18 @@ class ImageSet:
             files=None if self.files is None else [self.files[i] for i in idx.tolist()])
 
 
+def _format_prefix(spec: str) -> tuple[str, str] | None:
+    """(format, path) of a spec written with a format prefix ('npz:/p/x.npz'), else None."""
+    head, sep, rest = spec.partition(":")
+    return (head, rest) if sep and head in FORMATS and len(head) > 1 else None  # len>1: not a Windows drive
+
+
 def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
     """``'shapes'``, ``'npz:/p/x.npz'`` or a bare path -> (format, location); errors name ``flag``."""
     if spec == "shapes":
         return "shapes", ""
-    head, sep, rest = spec.partition(":")
-    if sep and head in FORMATS and len(head) > 1:  # len>1 keeps Windows drive letters out
+    if prefixed := _format_prefix(spec):
+        head, rest = prefixed
         rest = str(Path(rest).expanduser())
         if not Path(rest).exists():
             raise DataError(f"{flag} {spec}: no such file or folder {rest}")
@@ -113,8 +119,8 @@ def absolute_spec(spec: str) -> str:
     paths that do not exist are returned as they are."""
     if spec == "shapes":
         return spec
-    head, sep, rest = spec.partition(":")
-    if sep and head in FORMATS and len(head) > 1:
+    if prefixed := _format_prefix(spec):
+        head, rest = prefixed
         return f"{head}:{os.path.abspath(Path(rest).expanduser())}" if Path(rest).expanduser().exists() else spec
     return os.path.abspath(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
