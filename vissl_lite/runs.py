@@ -297,9 +297,9 @@ def check_out_folder(out: str | Path, command: str) -> None:
     fine-tuning and transfer ask for --resume)."""
     out = Path(out)
     if command != "pretrain" and (out / CHECKPOINT).is_file():
+        inside = f" (the default is a {command} folder inside the run)" if command != "transfer" else ""
         raise FileExistsError(f"--out {out} is a pretraining run (it holds {CHECKPOINT}), and its metrics.json and "
-                              f"report.md are that run's; choose another --out (the default is a {command} folder "
-                              "inside the run)")
+                              f"report.md are that run's; choose another --out{inside}")
     try:
         other = json.loads((out / "metrics.json").read_text()).get("command")
     except (OSError, ValueError, AttributeError):
