@@ -327,10 +327,10 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
              + (["scratch"] if baseline and init != "scratch" else []))
     init_states.setdefault("scratch", None)
     # what each sub-run starts from, by content: --resume must not reuse sub-runs of another checkpoint or file
-    sources = {"checkpoint": notes.get("checkpoint") and f"checkpoint {notes['checkpoint']['path']} at step "
-                                                         f"{notes['checkpoint']['step']}",
-               "weights": init_weights and f"weights file {Path(init_weights).resolve()}"}
-    sources = {name: {"description": sources[name], "fingerprint": runs.state_fingerprint(init_states[name])}
+    described = {"checkpoint": notes.get("checkpoint") and f"checkpoint {notes['checkpoint']['path']} at step "
+                                                           f"{notes['checkpoint']['step']}",
+                 "weights": init_weights and f"weights file {Path(init_weights).resolve()}"}
+    sources = {name: {"description": described[name], "fingerprint": runs.state_fingerprint(init_states[name])}
                for name in inits if init_states.get(name) is not None}
 
     num_classes, multilabel = splits["train"].num_classes, splits["train"].multilabel

@@ -200,8 +200,9 @@ def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | No
     values = {k: parse_value(k, v) for k, v in overrides.items() if k not in RUN_KEYS}
     if values.get("init_weights"):
         values["init_weights"] = os.path.abspath(values["init_weights"])
-    settings = {"data": absolute_spec(data), "protocols": sorted(protocols), "settings": values,
-                "finetune_args": {k: parse_value(k, v) for k, v in (finetune_args or {}).items()}}
+    # one flat mapping: config keys beside the command's own arguments (no config key is named like those)
+    settings = values | {"data": absolute_spec(data), "protocols": sorted(protocols),
+                         "finetune_args": {k: parse_value(k, v) for k, v in (finetune_args or {}).items()}}
     if checkpoint is not None:
         settings["checkpoint"] = str(runs.find_checkpoint(checkpoint).resolve())
     else:
@@ -220,11 +221,9 @@ def _check_settings(out: Path, now: dict, ignore: tuple[str, ...] = ()) -> None:
         then = json.loads(path.read_text())
     except json.JSONDecodeError:
         return  # cut short by a kill before any step used it; rewritten below
-    flat = {**{k: v for k, v in then.items() if k != "settings"}, **then.get("settings", {})}
-    flat_now = {**{k: v for k, v in now.items() if k != "settings"}, **now.get("settings", {})}
-    differ = sorted(k for k in set(flat) | set(flat_now) if flat.get(k) != flat_now.get(k) and k not in ignore)
+    differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k) and k not in ignore)
     if differ:
-        detail = "; ".join(f"{k}: {flat.get(k)!r} then, {flat_now.get(k)!r} now" for k in differ[:4])
+        detail = "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
         raise ConfigError(f"--resume: {out} was started with other settings ({detail}), and its finished steps "
                           "would be reported under the new ones. Resume with the same command, or choose another "
                           "--out")
