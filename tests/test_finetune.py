@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from vissl_lite import runs
 from vissl_lite.backbones import create_backbone, load_weights_file
@@ -320,6 +321,14 @@ def test_continued_pretraining_starts_from_a_weights_file(npz_gray, tmp_path):
     assert torch.allclose(own["conv1.weight"], source["conv1.weight"].sum(1, keepdim=True))  # 3 -> 1 channel
     with pytest.raises(ConfigError, match="no file at"):
         make_config(init_weights=str(tmp_path / "missing.safetensors"))
+    # a resume continues from the checkpoint: other start weights would be ignored without a word
+    save_file(source, tmp_path / "other.safetensors")
+    resume = dict(data=str(npz_gray), small_input=False, image_size=16, batch_size=8, max_steps=2, lr=0.0,
+                  probe=False, progress=False, out=str(run), resume=True)
+    with pytest.raises(ConfigError, match=f"started from {tmp_path / 'w.safetensors'}, and a resume continues"):
+        pretrain(make_config(init_weights=str(tmp_path / "other.safetensors"), **resume))
+    pretrain(make_config(**resume))  # left out: the run keeps its own, in config.yaml too
+    assert yaml.safe_load((run / "config.yaml").read_text())["init_weights"] == str(tmp_path / "w.safetensors")
 
 
 def test_the_protocol_line_states_a_max_steps_cap():

@@ -127,7 +127,13 @@ def _prepare_out(cfg: RunConfig) -> Path:
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     ckpt = out / runs.CHECKPOINT
     if cfg.resume and not ckpt.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}; point --out at the run folder to continue")
+        if not out.is_dir():
+            raise FileNotFoundError(f"--resume: no run folder {out}; --out names the run to continue")
+        snaps = sorted(out.glob(f"{ckpt.stem}-*{ckpt.suffix}"))
+        raise FileNotFoundError(f"--resume: {out} holds no {runs.CHECKPOINT}: "
+                                + (f"copy its newest step snapshot, {snaps[-1].name}, to {runs.CHECKPOINT} to resume "
+                                   "from it" if snaps else "the run stopped before its first checkpoint, so there is "
+                                   "nothing to resume; run the same command without --resume to start it again"))
     if not cfg.resume and ckpt.is_file():
         raise FileExistsError(f"{out} already holds a checkpoint. Pass --resume to continue that run, or choose "
                               "another --out")
@@ -156,6 +162,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     out = _prepare_out(cfg)
     cfg.out = str(out)
     cfg.data = absolute_spec(cfg.data)  # config.yaml then finds the data from any working folder
+    cfg.init_weights = _absolute_path(cfg.init_weights)
     main = dist.is_main()
 
     # ---- data: decoded once, kept on the device (or streamed for large folders)
@@ -216,6 +223,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                 f"change the global batch, the epoch length and the schedule. Resume it as it ran: "
                 + _resume_command(out, saved_world))
         changed = _check_resume(cfg, ckpt["config"])
+        cfg.init_weights = _absolute_path(ckpt["config"].get("init_weights"))  # what the run started from
         if ckpt.get("train_images", len(train_set)) != len(train_set):  # same path, other contents
             raise ConfigError(
                 f"--resume: the training data changed since the checkpoint ({cfg.data}: {ckpt['train_images']} "
@@ -605,12 +613,23 @@ def _check_resume(cfg: RunConfig, saved: dict) -> dict:
     it changes, ``{key: [checkpoint's value, new value]}``."""
     current = cfg.to_dict()
     saved = saved | {"data": absolute_spec(saved["data"])} if "data" in saved else saved  # one spelling per path
+    then_w, now_w = _absolute_path(saved.get("init_weights")), _absolute_path(current.get("init_weights"))
+    if now_w and now_w != then_w:  # a resume continues from the checkpoint: other start weights would be ignored unsaid
+        raise ConfigError(f"--resume --init-weights {now_w or '(none)'}: {cfg.out} started from "
+                          f"{then_w or 'random initialisation'}, and a resume continues from its checkpoint without "
+                          "loading weights again; leave --init-weights out (the run's own is kept), or start a new "
+                          "--out to start from other weights")
     differ = [k for k in IDENTITY_KEYS if k in saved and current.get(k) != saved.get(k)]
     if differ:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in differ)
         raise ConfigError(f"--resume with settings that differ from the checkpoint ({detail}). Resume with the "
                           "run's own config (vissl-lite pretrain --out RUN --resume) or start a new --out")
     return {k: [saved[k], current.get(k)] for k in SCHEDULE_KEYS if k in saved and current.get(k) != saved[k]}
+
+
+def _absolute_path(path: str | None) -> str:
+    """A file path made absolute (''/None stay ''), so config.yaml finds it from any working folder."""
+    return os.path.abspath(Path(path).expanduser()) if path else ""
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
