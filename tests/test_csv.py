@@ -93,3 +93,28 @@ def test_csv_as_spreadsheets_write_it(tmp_path):
         f"imgs/{n},{1.0 * (i % 2):.2f},{i // 6},,\n" for i, n in enumerate(names)))  # '0.00', empty columns
     multi = load_split(str(tmp_path / "trailing.csv"), "train", 8, progress=False)
     assert multi.class_names == ["effusion", "nodule"] and set(multi.labels.flatten().tolist()) == {0.0, 1.0}
+
+
+def test_data_signature_follows_the_files_a_spec_reads(tmp_path):
+    """Equal while the data is left alone, from any spelling; different when a file it reads is rewritten, added or
+    removed. A CSV's signature covers the images it lists, not only the CSV."""
+    import os
+    import shutil
+
+    from vissl_lite.data.datasets import data_signature
+
+    names = _images(tmp_path / "imgs" / "a", 4) and _images(tmp_path / "imgs" / "b", 4)
+    (tmp_path / "l.csv").write_text("path,label\n" + "\n".join(f"imgs/a/{n},x" for n in names))
+    folder, csv = str(tmp_path / "imgs"), str(tmp_path / "l.csv")
+    before = {spec: data_signature(spec) for spec in (folder, csv)}
+    assert data_signature(f"folder:{folder}") == before[folder] and len(set(before.values())) == 2
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")  # not read by the loader: no change
+    assert data_signature(folder) == before[folder]
+    st = (tmp_path / "imgs" / "a" / "im0.png").stat()
+    os.utime(tmp_path / "imgs" / "a" / "im0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten
+    assert data_signature(folder) != before[folder] and data_signature(csv) != before[csv]
+    os.utime(tmp_path / "imgs" / "a" / "im0.png", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert {spec: data_signature(spec) for spec in (folder, csv)} == before
+    shutil.copy(tmp_path / "imgs" / "b" / "im0.png", tmp_path / "imgs" / "b" / "im9.png")  # one image more
+    assert data_signature(folder) != before[folder] and data_signature(csv) == before[csv]
+    assert data_signature("shapes") == "shapes"

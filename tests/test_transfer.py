@@ -1,8 +1,11 @@
 """vissl-lite transfer: pretraining, frozen protocols and fine-tuning in one command and one report."""
 
 import json
+import os
+import shutil
 
 import pytest
+import torch
 
 from vissl_lite.cli import main
 from vissl_lite.eval.transfer import compare, medmnist_table, ssl_wins
@@ -140,23 +143,56 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     other.write_bytes(npz_gray.read_bytes())
     for change, said in ((["--data", str(other)], "data: '"), (["--knn-k", "5"], "knn_k: [20] then, [5] now"),
                          (["--backbone", "resnet34"], "backbone: None then, 'resnet34' now"),
-                         (["--protocols", "knn"], "protocols: ['finetune', 'knn', 'linear_probe'] then")):
+                         (["--protocols", "knn"], "protocols: ['finetune', 'knn', 'linear_probe'] then"),
+                         (["--finetune-args", "epochs=2,min_steps=2"], "finetune_args: {'epochs': 1,")):
         argv = ["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"]
         assert main(argv + FAST + change) == 2
         err = capsys.readouterr().err
         assert f"--resume: {out} was started with other settings ({said}" in err, err
     assert stamps == {s: (out / s / "metrics.json").stat().st_mtime_ns for s in stamps}
+    argv = ["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"] + FAST
+    # the same path with other contents is other data
+    st = npz_gray.stat()
+    os.utime(npz_gray, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert main(argv) == 2
+    finally:
+        os.utime(npz_gray, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "(the --data files changed since; the pretraining data files changed since)" in capsys.readouterr().err
+    # without its settings file nothing says what the finished steps were made with
+    (out / "transfer_settings.json").rename(tmp_path / "settings")
+    assert main(argv) == 2
+    assert "transfer_settings.json is missing, so nothing says which settings made" in capsys.readouterr().err
+    (tmp_path / "settings").rename(out / "transfer_settings.json")
     # the same command spelled from another working folder is the same transfer (device and progress are free)
     assert main(["transfer", "--data", f"{npz_gray.parent}/../{npz_gray.parent.name}/{npz_gray.name}", "--augment",
                  "radiology", "--out", str(out), "--resume", "--device", "cpu"] + FAST) == 0
+    # fine-tuning's own settings may change until it is finished (here: never started)
+    shutil.rmtree(out / "finetune")
+    assert main(argv + ["--finetune-args", "epochs=1,min_steps=3,batch_size=12"]) == 0
+    assert json.loads((out / "finetune" / "metrics.json").read_text())["config"]["min_steps"] == 3
+    assert "min_steps=3" in (out / "report.md").read_text()  # the report states the overrides
+    assert main(argv) == 2  # and once it is finished, they are fixed
+    assert "finetune_args: {'epochs': 1, 'min_steps': 3" in capsys.readouterr().err
     # --checkpoint: the run trained further is another starting point for the frozen and fine-tuning steps
     ck = tmp_path / "ck"
     argv = ["transfer", "--data", str(npz_gray), "--checkpoint", str(out / "pretrain"), "--out", str(ck),
             "--protocols", "knn", "--seeds", "1", "--label-fraction", "1", "--no-progress"]
     assert main(argv) == 0
+    # a checkpoint is known by its weights: moved, it is the same; replaced at the same step, it is not
+    moved = tmp_path / "moved.pt"
+    shutil.copyfile(out / "pretrain" / "checkpoint.pt", moved)
+    at = argv.index("--checkpoint") + 1
+    assert main(argv[:at] + [str(moved)] + argv[at + 1:] + ["--resume"]) == 0
+    saved = torch.load(moved, weights_only=True)
+    name = next(k for k, v in saved["model"].items() if v.is_floating_point())
+    saved["model"][name] = saved["model"][name] + 1
+    torch.save(saved, moved)
+    assert main(argv[:at] + [str(moved)] + argv[at + 1:] + ["--resume"]) == 2
+    assert "(the checkpoint's weights changed since)" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(out / "pretrain"), "--resume", "--max-steps", "4", "--no-progress"]) == 0
     assert main(argv + ["--resume"]) == 2
-    assert "checkpoint_step: 3 then, 4 now" in capsys.readouterr().err
+    assert "the checkpoint was at step 3 then, 4 now" in capsys.readouterr().err
 
 
 def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
@@ -166,6 +202,10 @@ def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
     assert "unknown protocol" in capsys.readouterr().err
     assert main(["transfer", "--data", str(npz_gray), "--finetune-args", "epochs", "--out", str(tmp_path / "z")]) == 2
     assert "--finetune-args" in capsys.readouterr().err
+    # the architecture is pretraining's: found before any pretraining, with the flag that sets it
+    assert main(["transfer", "--data", str(npz_gray), "--finetune-args", "image_size=32", "--out",
+                 str(tmp_path / "z")]) == 2
+    assert "image_size cannot be set for fine-tuning alone" in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert main(["transfer", "--data", str(npz_gray), "--checkpoint", str(tmp_path / "bad.pt"), "--out",
                  str(tmp_path / "w")]) == 2

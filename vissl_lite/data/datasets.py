@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,28 @@ def absolute_spec(spec: str) -> str:
         head, rest = prefixed
         return f"{head}:{os.path.abspath(Path(rest).expanduser())}" if Path(rest).expanduser().exists() else spec
     return os.path.abspath(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
+
+
+def data_signature(spec: str) -> str:
+    """A short hash of the names, sizes and modification times of the files ``spec`` reads (for a folder or a
+    labels CSV: the image files it lists, and the CSV itself), without decoding any: equal for data left as it
+    was, different for data rewritten in place (what a resume compares before it reuses results computed on
+    it). 'shapes' is generated, so it has no files."""
+    fmt, loc = parse_spec(spec)
+    if fmt == "shapes":
+        return "shapes"
+    root = Path(loc)
+    if fmt in ("folder", "csv"):
+        files = sorted({f for found, _, _ in readers.read_tree(root).values() for f in found} | (
+            {root} if root.is_file() else set()))
+    else:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{os.path.relpath(f, root.parent if root.is_file() else root)}:{st.st_size}:{st.st_mtime_ns};"
+                 .encode())
+    return h.hexdigest()[:16]
 
 
 def data_name(spec: str) -> str:

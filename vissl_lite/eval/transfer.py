@@ -44,6 +44,10 @@ EVAL_KEYS = ("label_fraction", "labels_per_class", "seeds", "knn_k", "knn_temper
 # How a step runs, not what it computes: free to change on --resume.
 RUN_KEYS = ("device", "progress")
 SETTINGS = "transfer_settings.json"  # what --resume compares before it reuses any finished step
+# Settings only fine-tuning reads: free to change on --resume until finetune/ is finished (its finished sub-runs
+# check their own config); and the checkpoint's path, which may move (its fingerprint says whether it changed).
+FINETUNE_ONLY = ("finetune_args",)
+MOVABLE = ("checkpoint",)
 DEFAULTS = {"label_fraction": [0.01, 0.1, 1.0], "seeds": 3, "knn_k": [20]}
 # The MedMNIST v2 paper's ResNet-18 (28) test ACC / AUC (Yang et al., Scientific Data 2023, Table 3), all labels,
 # 100 epochs from scratch at 28 px: a reference line for the report when the data is one of these sets.
@@ -104,6 +108,15 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             raise ConfigError(f"--finetune-args: {e}") from e
         if key == "method" and value != "classifier":
             raise ConfigError(f"--finetune-args: fine-tuning trains the 'classifier' method, not '{value}'")
+    from vissl_lite.eval.finetune import ARCH_KEYS
+
+    inherited = [k for k in finetune_args or {} if k in ARCH_KEYS + ("window",)]
+    if inherited:  # found here, not after hours of pretraining and probes
+        flags = ", ".join("--" + k.replace("_", "-") for k in inherited)
+        raise ConfigError(f"--finetune-args: {', '.join(inherited)} cannot be set for fine-tuning alone: fine-tuning "
+                          "keeps the pretrained backbone's architecture and input, and maps the data as pretraining "
+                          "did. " + (f"--checkpoint {checkpoint} fixes them; leave them out" if checkpoint is not None
+                                     else f"Give {flags} to transfer itself, which pretrains with them"))
     if checkpoint is not None:
         ignored = sorted(set(overrides) - set(EVAL_KEYS) - {"init_weights"})
         if ignored or recipe:
@@ -123,14 +136,16 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
                               "--out")
     settings = _settings(data, pretrain_data, checkpoint, recipe, overrides, finetune_args, protocols)
     if resume:
-        _check_settings(out, settings, ignore=("checkpoint_step",))  # (known once the checkpoint is read)
+        _check_settings(out, settings, ignore=("checkpoint_step", "checkpoint_fingerprint"))  # (known later)
 
+    reused = []  # steps finished by an earlier invocation: their time is not in this one's
     # ---- 1. self-supervised pretraining (in-domain, unlabeled)
     if checkpoint is None:
         run = out / "pretrain"
         pre = overrides | {"data": pretrain_data or data, "out": str(run), "probe": False}
         if (run / "metrics.json").is_file():
             print(f"vissl-lite transfer: pretraining already done in {run}")
+            reused.append("pretrain")
         else:
             cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
             from vissl_lite.train import TrainingInterrupted, pretrain
@@ -152,7 +167,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         raise ConfigError(f"--window {eval_over['window']}: {checkpoint} was pretrained with --window "
                           f"{pre_cfg.get('window', 'auto')}, and its probes and fine-tuning map the data the same "
                           "way; leave --window out (or pretrain again with the window you want)")
-    settings["checkpoint_step"] = saved["step"]  # a --checkpoint run trained further is another starting point
+    # a --checkpoint run trained further, or replaced by another at the same path, is another starting point
+    settings |= {"checkpoint_step": saved["step"], "checkpoint_fingerprint": runs.state_fingerprint(saved["model"])}
     if resume:
         _check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad --checkpoint or pretraining input leaves no folder
@@ -162,6 +178,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     steps: dict[str, dict] = {}
     frozen = tuple(p for p in protocols if p != "finetune")
     if frozen:
+        if resume and (out / "frozen" / "metrics.json").is_file():
+            reused.append("frozen")
         steps["frozen"] = _frozen(ckpt_file, data, eval_over, frozen, out / "frozen", init_weights, resume)
 
     # ---- 3. fine-tuning
@@ -171,6 +189,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         ft_dir = out / "finetune"
         if resume and (ft_dir / "metrics.json").is_file():
             steps["finetune"] = _load(ft_dir)
+            reused.append("finetune")
         else:
             # (a medical preset of the pretraining run carries over: finetune_config)
             ft_over = {k: v for k, v in eval_over.items() if k != "window"} | dict(finetune_args or {})
@@ -179,11 +198,15 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
 
     rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
     metrics = {"command": "transfer", "data": data, "pretrain_data": pretrain_data or data,
-               "checkpoint": str(ckpt_file), "init_weights": init_weights, "protocols": list(protocols),
-               "config": pre_cfg, "window": saved.get("window") or pre_cfg.get("window", "auto"),
+               "checkpoint": str(ckpt_file.resolve()), "checkpoint_step": saved["step"],
+               "init_weights": init_weights and os.path.abspath(Path(init_weights).expanduser()),
+               "protocols": list(protocols), "finetune_args": settings["finetune_args"],
+               "protocol_texts": _protocol_texts(steps), "config": pre_cfg,
+               "window": saved.get("window") or pre_cfg.get("window", "auto"),
                "environment": runs.environment(),
                "eval": {"table": rows, "comparison": compare(rows)},
-               "steps": {k: str(out / k) for k in steps}, "timing": {"total_s": round(time.time() - t0, 1)}}
+               "steps": {k: str(out / k) for k in steps},
+               "timing": {"total_s": round(time.time() - t0, 1), "reused_steps": reused}}
     write_metrics(out, metrics)
     report = write_transfer_report(out, metrics)
     print(transfer_summary(metrics))
@@ -191,42 +214,101 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     return metrics
 
 
+def _protocol_texts(steps: dict[str, dict]) -> dict[str, str]:
+    """How each protocol ran (epochs, learning rates, k, fine-tuning schedule), from its step's metrics."""
+    texts = {}
+    for step in steps.values():
+        for name in PROTOCOLS:
+            entry = step["eval"].get(name)
+            if isinstance(entry, dict) and entry.get("protocol"):
+                texts[name] = entry["protocol"]
+    return texts
+
+
 def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | None, overrides: dict,
               finetune_args: dict | None, protocols: tuple[str, ...]) -> dict:
     """Everything that decides what a transfer computes, in one spelling (absolute paths, parsed values), as
-    JSON stores it: what --resume compares before reusing a finished step."""
-    from vissl_lite.data.datasets import absolute_spec
+    JSON stores it: what --resume compares before reusing a finished step. Paths come with signatures of their
+    contents (sizes and modification times), so data or weights rewritten in place count as changed."""
+    from vissl_lite.data.datasets import absolute_spec, data_signature
 
     values = {k: parse_value(k, v) for k, v in overrides.items() if k not in RUN_KEYS}
     if values.get("init_weights"):
-        values["init_weights"] = os.path.abspath(values["init_weights"])
+        values["init_weights"] = os.path.abspath(Path(values["init_weights"]).expanduser())
+        values["init_weights_signature"] = _file_signature(Path(values["init_weights"]))
     # one flat mapping: config keys beside the command's own arguments (no config key is named like those)
-    settings = values | {"data": absolute_spec(data), "protocols": sorted(protocols),
+    settings = values | {"data": absolute_spec(data), "data_signature": data_signature(data),
+                         "protocols": sorted(protocols),
                          "finetune_args": {k: parse_value(k, v) for k, v in (finetune_args or {}).items()}}
     if checkpoint is not None:
         settings["checkpoint"] = str(runs.find_checkpoint(checkpoint).resolve())
     else:
-        settings |= {"pretrain_data": absolute_spec(pretrain_data or data), "recipe": recipe}
+        settings |= {"pretrain_data": absolute_spec(pretrain_data or data),
+                     "pretrain_data_signature": data_signature(pretrain_data or data), "recipe": recipe}
     return json.loads(json.dumps(settings, default=str))
 
 
+def _file_signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _evaluated(out: Path) -> list[str]:
+    """The evaluation steps in ``out`` with results on disk: finished ones, and fine-tuning's finished sub-runs."""
+    found = ["frozen"] if (out / "frozen" / "metrics.json").is_file() else []
+    if (out / "finetune" / "metrics.json").is_file() or any((out / "finetune").glob("*/*/*/result.json")):
+        found.append("finetune")
+    return found
+
+
 def _check_settings(out: Path, now: dict, ignore: tuple[str, ...] = ()) -> None:
-    """A ConfigError when the transfer in ``out`` was started with other settings than ``now``: its finished
-    steps would be reused and labelled with the new ones. Folders written before the settings were recorded are
-    not checked."""
+    """A ConfigError when the transfer in ``out`` was started with other settings than ``now`` (or other data,
+    weights or checkpoint contents): its finished steps would be reused and labelled with the new ones.
+    Fine-tuning's own settings may change while it is unfinished; a checkpoint may move. A settings file that is
+    missing or unreadable while evaluation results exist is refused: nothing would say what they were made with."""
     path = out / SETTINGS
-    if not path.is_file():
-        return
+    evaluated = _evaluated(out)
     try:
         then = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return  # cut short by a kill before any step used it; rewritten below
-    differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k) and k not in ignore)
+    except FileNotFoundError:
+        if not evaluated:
+            return  # interrupted during pretraining, which checks its own resume
+        then = None
+    except (OSError, ValueError):
+        then = None
+    if not isinstance(then, dict):
+        raise ConfigError(f"--resume: {path} is {'missing' if not path.exists() else 'unreadable'}, so nothing says "
+                          f"which settings made the results in {', '.join(str(out / s) for s in evaluated)}. "
+                          "Choose another --out, or delete those folders to compute them again"
+                          + _keep_pretraining(out, []))
+    if not (out / "finetune" / "metrics.json").is_file():
+        ignore += FINETUNE_ONLY
+    differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k) and k not in ignore + MOVABLE
+                    and not (k.endswith(("_signature", "_fingerprint")) and k not in then))  # (older files)
     if differ:
-        detail = "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
+        detail = "; ".join(_difference(k, then.get(k), now.get(k)) for k in differ[:4])
         raise ConfigError(f"--resume: {out} was started with other settings ({detail}), and its finished steps "
-                          "would be reported under the new ones. Resume with the same command, or choose another "
-                          "--out")
+                          "would be reported under the new ones. Resume with the same command and inputs, or choose "
+                          "another --out" + _keep_pretraining(out, differ))
+
+
+def _difference(key: str, then, now) -> str:
+    if key == "checkpoint_step":
+        return f"the checkpoint was at step {then} then, {now} now"
+    if key.endswith(("_signature", "_fingerprint")):
+        what = {"checkpoint_fingerprint": "the checkpoint's weights", "init_weights_signature": "the --init-weights "
+                "file", "data_signature": "the --data files", "pretrain_data_signature": "the pretraining data files"}
+        return f"{what.get(key, key)} changed since"
+    return f"{key}: {then!r} then, {now!r} now"
+
+
+def _keep_pretraining(out: Path, differ: list[str]) -> str:
+    """How to reuse ``out``'s finished pretraining when only evaluation settings (``differ``) changed."""
+    run = out / "pretrain"
+    evaluation = set(EVAL_KEYS) | {"data", "data_signature", "protocols", "finetune_args"}
+    if not (run / "metrics.json").is_file() or not set(differ) <= evaluation:
+        return ""
+    return f" (to evaluate its finished pretraining with the new settings: --checkpoint {run} --out NEW)"
 
 
 def _row_order(row: dict) -> tuple:
@@ -386,6 +468,16 @@ def _auc_rows(rows: list[dict]) -> list[dict]:
             else r for r in rows if "auroc_mean" in r or r["metric"] == "auroc_mean"]
 
 
+def _length_text(cfg: dict, step: int | None) -> str:
+    """The steps the checkpoint trained, with the schedule that set them (an epoch count may stop before
+    --max-steps)."""
+    schedule = ", ".join([f"{cfg.get('epochs')} epochs"] * bool(cfg.get("epochs"))
+                         + [f"--max-steps {cfg.get('max_steps')}"] * bool(cfg.get("max_steps")))
+    if step is None:
+        return schedule
+    return f"{step} steps" + (f" ({schedule})" if schedule else "")
+
+
 def _window_text(window) -> str:
     if isinstance(window, (list, tuple)):
         return f"{window[0]:g} to {window[1]:g} mapped to 0-255"
@@ -398,13 +490,13 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
     rows = metrics["eval"]["table"]
     cfg = metrics["config"]
     env = metrics["environment"]
+    reused = metrics["timing"].get("reused_steps")
     name = data_name(metrics["data"])
     device = env.get("cuda_device") or f"CPU, {env.get('torch_threads')} threads"
     lines = [f"# vissl-lite transfer: {name}", "",
              f"- **downstream data:** {metrics['data']}",
              f"- **pretraining:** {cfg['method']} ({cfg['augment']} augmentation), {cfg['backbone']}, "
-             f"{cfg['image_size']} px, "
-             + (f"{cfg['max_steps']} steps" if cfg.get("max_steps") else f"{cfg['epochs']} epochs")
+             f"{cfg['image_size']} px, " + _length_text(cfg, metrics.get("checkpoint_step"))
              + f" on {cfg['data']}"
              + (f", started from {metrics['init_weights']}" if metrics.get("init_weights") else ""),
              f"- **checkpoint:** {metrics['checkpoint']}",
@@ -413,7 +505,8 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
              f"- **environment:** torch {env.get('torch')}, timm {env.get('timm')}, "
              f"{device}; vissl-lite "
              f"{env.get('vissl_lite')} (git {env.get('git_sha')})",
-             f"- **time:** {metrics['timing']['total_s'] / 60:.1f} min", ""]
+             f"- **time:** {metrics['timing']['total_s'] / 60:.1f} min"
+             + (f" (this invocation; reused from an earlier one: {', '.join(reused)})" if reused else ""), ""]
     metric = _metric(rows)
     first, second = HEADLINE[metric]
     lines += ["## Results (test split, %)", "",
@@ -455,6 +548,13 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
             plots.append(f"![{label}]({fname})")
     if plots:
         lines += ["## Label efficiency", ""] + [p + "\n" for p in plots]
+    texts = metrics.get("protocol_texts") or {}
+    if texts:
+        lines += ["## Protocols", ""] + [f"- **{protocol_name(k)}:** {v}" for k, v in texts.items()]
+        if metrics.get("finetune_args"):
+            lines.append("- **fine-tuning overrides (--finetune-args):** "
+                         + ", ".join(f"{k}={v}" for k, v in metrics["finetune_args"].items()))
+        lines.append("")
     lines += ["## Steps", ""]
     for step, folder in metrics["steps"].items():
         lines.append(f"- **{step}:** [{os.path.relpath(Path(folder) / 'report.md', out)}]"
