@@ -339,4 +339,11 @@ def test_no_command_overwrites_another_commands_results(npz_gray, tmp_path, caps
     for folder in (run, probe):
         assert main(["pretrain", "--data", str(folder), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
         assert f"--data {folder} is a vissl-lite results folder, not images" in capsys.readouterr().err
+    # nor is a folder of runs (each would be a class of plots)
+    assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
+    assert f"holds vissl-lite results folders ({probe.name}, {run.name}), not classes" in capsys.readouterr().err
+    # a transfer folder's steps belong to it: no other command writes into it
+    (probe / "transfer_settings.json").write_text("{}")
+    assert main(["knn", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 2
+    assert f"--out {probe} is a transfer folder" in capsys.readouterr().err
     assert json.loads((probe / "metrics.json").read_text())["command"] == "knn"

@@ -317,6 +317,13 @@ def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, metho
     assert grid.stat().st_size > 1000 and "wrote" in capsys.readouterr().out
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--n", "2", "--split", "train"]) == 0
     assert (run / "reconstructions_train_2.png").stat().st_size > 1000  # default: beside the checkpoint
+    assert main(["reconstruct", "--checkpoint", str(run), "--n", "2", "--split", "train"]) == 0  # its own: replaced
+    curves = (run / "train_curves.png").read_bytes()
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(run / "train_curves.png")]) == 2
+    assert "is a file of the results in" in capsys.readouterr().err
+    assert (run / "train_curves.png").read_bytes() == curves
+    assert main(["reconstruct", "--checkpoint", str(run), "--out", str(tmp_path / "grid.json")]) == 2
+    assert "this command draws an image; give a path ending in .png" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["reconstruct", "--checkpoint", str(run), "--n", "20"]) == 0
     assert "note: the test split has 9 images: drawing 9, not 20" in capsys.readouterr().out

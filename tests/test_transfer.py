@@ -150,6 +150,10 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
         err = capsys.readouterr().err
         assert f"--resume: {out} was started with other settings ({said}" in err, err
     assert stamps == {s: (out / s / "metrics.json").stat().st_mtime_ns for s in stamps}
+    # another command does not write into a transfer's steps or folder
+    for cmd, into in (("linear-probe", out / "frozen"), ("knn", out)):
+        assert main([cmd, "--checkpoint", str(out / "pretrain"), "--out", str(into), "--no-progress"]) == 2
+        assert f"--out {into} " in capsys.readouterr().err
     argv = ["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"] + FAST
     # the same path with other contents is other data
     st = npz_gray.stat()

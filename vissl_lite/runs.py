@@ -296,6 +296,9 @@ def check_out_folder(out: str | Path, command: str) -> None:
     wrote. The same command's earlier result is not checked here (each command decides: a re-probe replaces it,
     fine-tuning and transfer ask for --resume)."""
     out = Path(out)
+    if command != "transfer" and (out / "transfer_settings.json").is_file():
+        raise FileExistsError(f"--out {out} is a transfer folder (it holds transfer_settings.json), whose steps and "
+                              f"report this {command} would mix with its own; choose another --out")
     if command != "pretrain" and (out / CHECKPOINT).is_file():
         inside = f" (the default is a {command} folder inside the run)" if command != "transfer" else ""
         raise FileExistsError(f"--out {out} is a pretraining run (it holds {CHECKPOINT}), and its metrics.json and "

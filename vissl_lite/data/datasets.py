@@ -108,10 +108,20 @@ def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
         return "cifar", str(path)
     if readers.is_idx_dir(path):
         return "idx", str(path)
-    if (path / "checkpoint.pt").is_file() or (path / "metrics.json").is_file():  # its plots would be the images
+    if _is_results(path):  # its plots would be the images
         raise DataError(f"{flag} {spec} is a vissl-lite results folder, not images: give a run as --checkpoint, "
                         f"and as {flag} the data itself (a run's own is 'data' in its config.yaml)")
+    with os.scandir(path) as entries:  # (a flat folder of many images: no stat per file)
+        runs_inside = sorted(e.name for e in entries if e.is_dir() and _is_results(Path(e.path)))
+    if runs_inside:  # its class subfolders would be runs, their images plots
+        raise DataError(f"{flag} {spec} holds vissl-lite results folders ({', '.join(runs_inside[:3])}"
+                        f"{', ...' if len(runs_inside) > 3 else ''}), not classes of images: give as {flag} the data "
+                        "itself (a run's own is 'data' in its config.yaml)")
     return "folder", str(path)
+
+
+def _is_results(folder: Path) -> bool:
+    return (folder / "checkpoint.pt").is_file() or (folder / "metrics.json").is_file()
 
 
 def absolute_spec(spec: str) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 from vissl_lite import runs
 from vissl_lite.augment import EvalView, default_stats
 from vissl_lite.backbones import in_chans_of
-from vissl_lite.config import RunConfig
+from vissl_lite.config import ConfigError, RunConfig
 from vissl_lite.data import DataError, channel_note, load_split
 from vissl_lite.data.readers import decode_image
 
@@ -69,15 +69,30 @@ def save_image_rows(rows: dict[str, torch.Tensor], stats: tuple, path: Path, tit
     return path
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
 def output_png(out: str | Path | None, folder: Path, name: str) -> Path:
     """Where an image command writes: ``folder / name`` by default; inside ``out`` when it is a folder (existing,
     or written with a trailing '/'); else ``out``, with '.png' added when it has no suffix (matplotlib would add it
-    and the printed path would be wrong)."""
+    and the printed path would be wrong). Refused: a suffix matplotlib cannot write, and an existing file of a run
+    or results folder that is not one of this command's own pictures (``name``'s prefix), e.g. its training
+    curves."""
     if out is None:
-        return folder / name
-    if Path(out).is_dir() or str(out).endswith(("/", "\\")):
-        return Path(out) / name
-    return Path(out) if Path(out).suffix else Path(out).with_suffix(".png")
+        path = folder / name
+    elif Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        path = Path(out) / name
+    else:
+        path = Path(out) if Path(out).suffix else Path(out).with_suffix(".png")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"--out {out}: this command draws an image; give a path ending in "
+                          f"{', '.join(IMAGE_SUFFIXES)}, or a folder")
+    own = name.split("_")[0] + "_"
+    results = (path.parent / runs.CHECKPOINT).is_file() or (path.parent / "metrics.json").is_file()
+    if path.exists() and results and not path.name.startswith(own):
+        raise FileExistsError(f"--out {path} is a file of the results in {path.parent}, which this picture would "
+                              f"replace; choose another name (the default, {name}, is kept apart from them)")
+    return path
 
 
 def sample_images(cfg: RunConfig, channels: int, n: int, data: str | None = None, split: str = "test",

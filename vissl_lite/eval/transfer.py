@@ -339,7 +339,7 @@ def _frozen(ckpt_file: Path, data: str, eval_over: dict, which: tuple[str, ...],
     features: dict = {}
     results = run_evaluations(model, cfg, dev, baseline=True, splits=splits, which=which, features=features,
                               weights_file=init_weights)
-    metrics = {"command": "linear-probe" if which == ("linear_probe",) else "frozen evaluation",
+    metrics = {"command": "transfer (frozen features)",  # not 'linear-probe': that command must not write here
                "checkpoint": str(ckpt_file), "step": ckpt["step"], "config": cfg.to_dict(),
                "environment": runs.environment(), "eval": results, "class_names": splits["train"].class_names,
                "timing": {"total_s": round(time.time() - t0, 2)}}
