@@ -107,7 +107,17 @@ def test_seeds_reproduce_and_resume_reuses_finished_runs(gray_run, tmp_path, cap
     with pytest.raises(ConfigError, match=r"other initial weights \(checkpoint .*run/checkpoint.pt at step 2 then, "
                                           r"checkpoint .*other/checkpoint.pt at step 2 now\)"):
         finetune(other, resume=True, **kw)
+    # the same data path with rewritten files is other data
+    import os
 
+    data = runs.load_checkpoint(gray_run)["config"]["data"]
+    st = os.stat(data)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        with pytest.raises(ConfigError, match=f"the files of --data {data} changed since"):
+            finetune(gray_run, resume=True, **kw)
+    finally:
+        os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def test_report_has_its_plots(gray_run, tmp_path):

@@ -36,6 +36,7 @@ from vissl_lite.config import (
     validate,
 )
 from vissl_lite.data import ImageSet, label_subset, make_loader
+from vissl_lite.data.datasets import data_signature
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.metrics import logits_report, selection_score
 from vissl_lite.eval.probe import (
@@ -162,11 +163,12 @@ def predict(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.devi
 
 def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndarray | None, init_state: dict | None,
                  out: Path, device: torch.device, save_model: bool = False, desc: str = "finetune",
-                 features: list | None = None, source: dict | None = None) -> dict:
+                 features: list | None = None, source: dict | None = None, data_signature: str | None = None) -> dict:
     """Fine-tune once: ``cfg.seed`` fixes the head, data order and augmentation; ``train_idx`` picks the labeled
     subset (None: all of train). Returns the test result of the weights chosen on validation; ``features``, when
     given, receives the chosen model's (test features, labels) for the embedding plot. ``source`` (what
-    ``init_state`` is: a description and its fingerprint) is kept in result.json for --resume to compare."""
+    ``init_state`` is: a description and its fingerprint) and ``data_signature`` (of the files read) are kept in
+    result.json for --resume to compare."""
     out.mkdir(parents=True, exist_ok=True)
     train = splits["train"] if train_idx is None else splits["train"].subset(train_idx)
     channels = train.channels
@@ -235,6 +237,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
     plot_curves(out / "metrics.jsonl", out / "train_curves.png")
     result["config"] = _identity(cfg)
     result["init_source"] = source
+    result["data_signature"] = data_signature
     atomic_write_text(out / "result.json", json.dumps(result, indent=2))
     return result
 
@@ -337,6 +340,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
     cfg = config_from_dict(cfg.to_dict() | {"in_chans": channels, "out": str(out), "method_args": cfg.method_args |
                                             {"num_classes": num_classes, "multilabel": multilabel}})
     regimes = label_regimes(cfg, splits["train"].labels.numpy())
+    data_sig = data_signature(cfg.data)
     n_runs = len(inits) * len(regimes) * cfg.seeds
     print(f"vissl-lite finetune: {cfg.backbone} on {splits['train'].name} ({len(splits['train'])} train / "
           f"{len(splits['val'])} val / {len(splits['test'])} test, {num_classes} "
@@ -365,6 +369,10 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                     r = json.loads((sub / "result.json").read_text())
                     _check_same(r.get("config", {}), _identity(sub_cfg), sub)
                     _check_source(r, sources.get(name), sub)
+                    if r.get("data_signature") not in (None, data_sig):  # (sub-runs of older versions have none)
+                        raise ConfigError(f"--resume: the files of --data {cfg.data} changed since {sub} was "
+                                          "fine-tuned on them (sizes or modification times); put them back as they "
+                                          "were, or use another --out")
                     metric = "top1" if "top1" in r else "auroc_mean"
                     print(f"  [{done}/{n_runs}] {name:<10} {regime_name(regime):>8} seed {seed}: test {metric} "
                           f"{r[metric]:.2f}, finished earlier: reused from {sub}")
@@ -380,7 +388,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                     r = finetune_one(sub_cfg, splits, idx, init_states[name], sub, device,
                                      save_model=name == inits[0] and s == 0,
                                      desc=f"[{done}/{n_runs}] {name} {regime_name(regime)} seed {seed}",
-                                     features=feats, source=sources.get(name))
+                                     features=feats, source=sources.get(name), data_signature=data_sig)
                 except TrainingInterrupted as e:
                     raise TrainingInterrupted(f"{e}. The {done - 1} finished fine-tuning runs are kept in {out}; "
                                               "run the same command with --resume to do only the rest",
