@@ -339,9 +339,15 @@ def test_no_command_overwrites_another_commands_results(npz_gray, tmp_path, caps
     for folder in (run, probe):
         assert main(["pretrain", "--data", str(folder), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
         assert f"--data {folder} is a vissl-lite results folder, not images" in capsys.readouterr().err
+    # resuming a finished run whose checkpoint is gone: not 'start it again without --resume' (that is refused too)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "metrics.json").write_bytes((run / "metrics.json").read_bytes())
+    assert main(["pretrain", "--out", str(gone), "--resume", "--no-progress"]) == 2
+    assert "holds finished results whose checkpoint is gone" in capsys.readouterr().err
     # nor is a folder of runs (each would be a class of plots)
     assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
-    assert f"holds vissl-lite results folders ({probe.name}, {run.name}), not classes" in capsys.readouterr().err
+    assert f"holds vissl-lite results folders (gone, {probe.name}, {run.name}), not classes" in capsys.readouterr().err
     # a transfer folder's steps belong to it: no other command writes into it
     (probe / "transfer_settings.json").write_text("{}")
     assert main(["knn", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 2

@@ -142,7 +142,7 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     other = tmp_path / "other.npz"
     other.write_bytes(npz_gray.read_bytes())
     for change, said in ((["--data", str(other)], "data: '"), (["--knn-k", "5"], "knn_k: [20] then, [5] now"),
-                         (["--backbone", "resnet34"], "backbone: None then, 'resnet34' now"),
+                         (["--backbone", "resnet34"], "backbone: 'resnet18' then, 'resnet34' now"),
                          (["--protocols", "knn"], "protocols: ['finetune', 'knn', 'linear_probe'] then"),
                          (["--finetune-args", "epochs=2,min_steps=2"], "finetune_args: {'epochs': 1,")):
         argv = ["transfer", "--data", str(npz_gray), "--augment", "radiology", "--out", str(out), "--resume"]
@@ -162,15 +162,23 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
         assert main(argv) == 2
     finally:
         os.utime(npz_gray, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert "(the --data files changed since; the pretraining data files changed since)" in capsys.readouterr().err
+    assert "(the --data files (sizes or modification times) changed since; the pretraining data" in capsys.readouterr().err
     # without its settings file nothing says what the finished steps were made with
     (out / "transfer_settings.json").rename(tmp_path / "settings")
     assert main(argv) == 2
     assert "transfer_settings.json is missing, so nothing says which settings made" in capsys.readouterr().err
     (tmp_path / "settings").rename(out / "transfer_settings.json")
-    # the same command spelled from another working folder is the same transfer (device and progress are free)
+    # the same command spelled from another working folder is the same transfer, and so is one that gives a
+    # setting its recipe already has or changes only how steps run (device, progress, workers)
     assert main(["transfer", "--data", f"{npz_gray.parent}/../{npz_gray.parent.name}/{npz_gray.name}", "--augment",
-                 "radiology", "--out", str(out), "--resume", "--device", "cpu"] + FAST) == 0
+                 "radiology", "--out", str(out), "--resume", "--device", "cpu", "--method", "simclr",
+                 "--num-workers", "0"] + FAST) == 0
+    # the finished pretraining's own config is checked too, also where no settings file says what it was
+    kept = tmp_path / "kept"
+    shutil.copytree(out / "pretrain", kept / "pretrain")
+    assert main(argv + ["--out", str(kept), "--max-steps", "5"]) == 2
+    assert f"the finished pretraining in {kept / 'pretrain'} was trained with other settings (max_steps: 3 then, 5 " \
+           "now)" in capsys.readouterr().err
     # fine-tuning's own settings may change until it is finished (here: never started)
     shutil.rmtree(out / "finetune")
     assert main(argv + ["--finetune-args", "epochs=1,min_steps=3,batch_size=12"]) == 0
@@ -178,6 +186,13 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     assert "min_steps=3" in (out / "report.md").read_text()  # the report states the overrides
     assert main(argv) == 2  # and once it is finished, they are fixed
     assert "finetune_args: {'epochs': 1, 'min_steps': 3" in capsys.readouterr().err
+    # fine-tuning cut short, resumed with --data spelled another way: its finished sub-runs are reused
+    (out / "finetune" / "metrics.json").unlink()
+    (out / "finetune" / "scratch" / "50pct" / "seed1" / "result.json").unlink()
+    at = argv.index("--data") + 1
+    assert main(argv[:at] + [f"{npz_gray.parent}/../{npz_gray.parent.name}/{npz_gray.name}"] + argv[at + 1:]
+                + ["--finetune-args", "epochs=1,min_steps=3,batch_size=12"]) == 0
+    assert capsys.readouterr().out.count("finished earlier: reused from") == 7
     # --checkpoint: the run trained further is another starting point for the frozen and fine-tuning steps
     ck = tmp_path / "ck"
     argv = ["transfer", "--data", str(npz_gray), "--checkpoint", str(out / "pretrain"), "--out", str(ck),
@@ -197,6 +212,22 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     assert main(["pretrain", "--out", str(out / "pretrain"), "--resume", "--max-steps", "4", "--no-progress"]) == 0
     assert main(argv + ["--resume"]) == 2
     assert "the checkpoint was at step 3 then, 4 now" in capsys.readouterr().err
+    # an --init-weights file is known by its contents: a copy elsewhere is the same, other weights are not
+    from safetensors.torch import save_file
+
+    from vissl_lite.backbones import create_backbone
+
+    torch.manual_seed(0)
+    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(), tmp_path / "w1.safetensors")
+    shutil.copyfile(tmp_path / "w1.safetensors", tmp_path / "w2.safetensors")
+    wargv = argv[:-1] + ["--out", str(tmp_path / "ckw"), "--no-progress", "--init-weights"]
+    assert main(wargv + [str(tmp_path / "w1.safetensors")]) == 0
+    assert "- **supplied weights** (--init-weights" in (tmp_path / "ckw" / "report.md").read_text()
+    assert main(wargv + [str(tmp_path / "w2.safetensors"), "--resume"]) == 0
+    torch.manual_seed(1)
+    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(), tmp_path / "w2.safetensors")
+    assert main(wargv + [str(tmp_path / "w2.safetensors"), "--resume"]) == 2
+    assert "(the --init-weights file's contents changed since)" in capsys.readouterr().err
 
 
 def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):

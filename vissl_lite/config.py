@@ -148,6 +148,9 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# How a run executes, not what it computes: free to differ when a result is reused on --resume.
+RUN_ONLY = ("device", "progress", "compile", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints",
+            "out", "resume")
 _HINTS = typing.get_type_hints(RunConfig)
 
 

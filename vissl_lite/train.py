@@ -130,10 +130,17 @@ def _prepare_out(cfg: RunConfig) -> Path:
         if not out.is_dir():
             raise FileNotFoundError(f"--resume: no run folder {out}; --out names the run to continue")
         snaps = sorted(out.glob(f"{ckpt.stem}-*{ckpt.suffix}"))
-        raise FileNotFoundError(f"--resume: {out} holds no {runs.CHECKPOINT}: "
-                                + (f"copy its newest step snapshot, {snaps[-1].name}, to {runs.CHECKPOINT} to resume "
-                                   "from it" if snaps else "the run stopped before its first checkpoint, so there is "
-                                   "nothing to resume; run the same command without --resume to start it again"))
+        if snaps:
+            why = f"copy its newest step snapshot, {snaps[-1].name}, to {runs.CHECKPOINT} to resume from it"
+        elif (out / "transfer_settings.json").is_file():
+            why = f"it is a transfer folder, whose pretraining run is {out / 'pretrain'}"
+        elif (out / "metrics.json").is_file():
+            why = "it holds finished results whose checkpoint is gone, so there is nothing to resume; train again "\
+                  "into a new --out"
+        else:
+            why = ("the run stopped before its first checkpoint, so there is nothing to resume; run the same "
+                   "command without --resume to start it again")
+        raise FileNotFoundError(f"--resume: {out} holds no {runs.CHECKPOINT}: {why}")
     if not cfg.resume and ckpt.is_file():
         raise FileExistsError(f"{out} already holds a checkpoint. Pass --resume to continue that run, or choose "
                               "another --out")

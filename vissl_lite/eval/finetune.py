@@ -26,6 +26,7 @@ from vissl_lite import runs
 from vissl_lite.augment import PRESETS, EvalView, build_augment
 from vissl_lite.backbones import describe_load, in_chans_of, is_vit, load_weights_file
 from vissl_lite.config import (
+    RUN_ONLY,
     ConfigError,
     RunConfig,
     atomic_write_text,
@@ -36,7 +37,7 @@ from vissl_lite.config import (
     validate,
 )
 from vissl_lite.data import ImageSet, label_subset, make_loader
-from vissl_lite.data.datasets import data_signature
+from vissl_lite.data.datasets import absolute_spec, data_signature
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.metrics import logits_report, selection_score
 from vissl_lite.eval.probe import (
@@ -244,7 +245,7 @@ def finetune_one(cfg: RunConfig, splits: dict[str, ImageSet], train_idx: np.ndar
 
 def _identity(cfg: RunConfig) -> dict:
     """The settings that make a sub-run what it is (what --resume compares)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress", "resume", "device", "compile")}
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY}
 
 
 def protocol_text(cfg: RunConfig, decay: float, pooling_note: str = "") -> str:
@@ -298,6 +299,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
         raise FileNotFoundError(f"--init-weights: no file at {init_weights}")
     resume = bool(overrides.pop("resume", False))
     cfg = finetune_config(checkpoint, recipe, **overrides)
+    cfg.data = absolute_spec(cfg.data)  # sub-runs resume from any working folder, however --data was spelled
     device = runs.resolve_device(cfg.device)
     if out is None and cfg.out:
         out = cfg.out
@@ -438,6 +440,9 @@ def _sub_dir(out: Path, init: str, regime: dict, seed: int) -> Path:
 
 
 def _check_same(saved: dict, now: dict, sub: Path) -> None:
+    saved = {k: v for k, v in saved.items() if k not in RUN_ONLY}  # (older sub-runs kept some of them)
+    if "data" in saved:  # sub-runs of older versions kept --data as typed
+        saved = saved | {"data": absolute_spec(saved["data"])}
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
         detail = "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])

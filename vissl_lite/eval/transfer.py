@@ -13,6 +13,7 @@ Folder layout (each step keeps its own metrics.json and report.md, so nothing is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -24,6 +25,7 @@ from vissl_lite import runs
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import (
     FIELDS,
+    RUN_ONLY,
     ConfigError,
     atomic_write_text,
     config_from_dict,
@@ -32,6 +34,7 @@ from vissl_lite.config import (
     parse_value,
 )
 from vissl_lite.data import data_name
+from vissl_lite.data.datasets import absolute_spec, data_signature
 from vissl_lite.data.readers import parse_window
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
 from vissl_lite.eval.report import init_name, knn_clamp_note, protocol_name
@@ -42,12 +45,12 @@ EVAL_KEYS = ("label_fraction", "labels_per_class", "seeds", "knn_k", "knn_temper
              "probe_batch_size", "seed", "device", "progress", "on_bad_file", "window", "val_fraction", "data_mode",
              "memory_limit_gb")
 # How a step runs, not what it computes: free to change on --resume.
-RUN_KEYS = ("device", "progress")
+RUN_KEYS = RUN_ONLY + ("memory_limit_gb",)
 SETTINGS = "transfer_settings.json"  # what --resume compares before it reuses any finished step
 # Settings only fine-tuning reads: free to change on --resume until finetune/ is finished (its finished sub-runs
-# check their own config); and the checkpoint's path, which may move (its fingerprint says whether it changed).
+# check their own config); and the paths of files that may move.
 FINETUNE_ONLY = ("finetune_args",)
-MOVABLE = ("checkpoint",)
+MOVABLE = ("checkpoint", "init_weights")  # (their fingerprints say whether the contents changed)
 DEFAULTS = {"label_fraction": [0.01, 0.1, 1.0], "seeds": 3, "knn_k": [20]}
 # The MedMNIST v2 paper's ResNet-18 (28) test ACC / AUC (Yang et al., Scientific Data 2023, Table 3), all labels,
 # 100 epochs from scratch at 28 px: a reference line for the report when the data is one of these sets.
@@ -97,7 +100,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         parse_spec(pretrain_data, "--pretrain-data")
     # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
     # augmentation) is known after pretraining
-    fixed = sorted(set(finetune_args or {}) & {"data", "out", "resume", "init_weights"})
+    fixed = sorted(set(finetune_args or {}) & {"data", "out", "resume", "init_weights", "val_fraction"})
     if fixed:
         raise ConfigError(f"--finetune-args: {', '.join(fixed)} cannot be set for fine-tuning alone; give "
                           f"{', '.join('--' + k.replace('_', '-') for k in fixed)} to transfer itself")
@@ -125,8 +128,14 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
                               "(its own settings are used). Leave them out (fine-tuning settings go in "
                               "--finetune-args, e.g. 'lr=1e-3'), or drop --checkpoint to pretrain with them")
     init_weights = overrides.get("init_weights") or None
+    if init_weights and not Path(init_weights).expanduser().is_file():
+        raise ConfigError(f"--init-weights: no file at {init_weights}; give a local timm weights file "
+                          "(.safetensors or .pth)")
     eval_over = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides}
-    out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(out or Path("runs") / f"transfer-{data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
+    if resume and not out.is_dir():
+        raise FileNotFoundError(f"--resume: no transfer folder {out}; --out names the transfer to finish (leave "
+                                "--resume out to start one)")
     runs.check_out_folder(out, "transfer")
     if (out / "metrics.json").is_file() and not resume:
         raise FileExistsError(f"{out} already holds a transfer result; pass --resume to reuse its steps, or choose "
@@ -146,6 +155,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         if (run / "metrics.json").is_file():
             print(f"vissl-lite transfer: pretraining already done in {run}")
             reused.append("pretrain")
+            _check_pretraining(run, settings["pretraining"])  # also where no settings file says what it was
         else:
             cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
             from vissl_lite.train import TrainingInterrupted, pretrain
@@ -197,7 +207,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
                                          data=data, resume=resume, **ft_over)
 
     rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
-    metrics = {"command": "transfer", "data": data, "pretrain_data": pretrain_data or data,
+    metrics = {"command": "transfer", "data": absolute_spec(data),
+               "pretrain_data": absolute_spec(pretrain_data or data),
                "checkpoint": str(ckpt_file.resolve()), "checkpoint_step": saved["step"],
                "init_weights": init_weights and os.path.abspath(Path(init_weights).expanduser()),
                "protocols": list(protocols), "finetune_args": settings["finetune_args"],
@@ -230,12 +241,10 @@ def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | No
     """Everything that decides what a transfer computes, in one spelling (absolute paths, parsed values), as
     JSON stores it: what --resume compares before reusing a finished step. Paths come with signatures of their
     contents (sizes and modification times), so data or weights rewritten in place count as changed."""
-    from vissl_lite.data.datasets import absolute_spec, data_signature
-
-    values = {k: parse_value(k, v) for k, v in overrides.items() if k not in RUN_KEYS}
-    if values.get("init_weights"):
-        values["init_weights"] = os.path.abspath(Path(values["init_weights"]).expanduser())
-        values["init_weights_signature"] = _file_signature(Path(values["init_weights"]))
+    values = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides and k not in RUN_KEYS}
+    if overrides.get("init_weights"):
+        values["init_weights"] = os.path.abspath(Path(overrides["init_weights"]).expanduser())
+        values["init_weights_fingerprint"] = _file_hash(Path(values["init_weights"]))
     # one flat mapping: config keys beside the command's own arguments (no config key is named like those)
     settings = values | {"data": absolute_spec(data), "data_signature": data_signature(data),
                          "protocols": sorted(protocols),
@@ -243,14 +252,42 @@ def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | No
     if checkpoint is not None:
         settings["checkpoint"] = str(runs.find_checkpoint(checkpoint).resolve())
     else:
-        settings |= {"pretrain_data": absolute_spec(pretrain_data or data),
-                     "pretrain_data_signature": data_signature(pretrain_data or data), "recipe": recipe}
+        # pretraining as it resolves (recipe, then flags): '--method simclr' given or not is the same run
+        pre = make_config(recipe, **overrides | {"data": pretrain_data or data})
+        settings |= {"pretrain_data_signature": data_signature(pretrain_data or data),
+                     "pretraining": _pretraining_keys(pre.to_dict())}
     return json.loads(json.dumps(settings, default=str))
 
 
-def _file_signature(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def _pretraining_keys(config: dict) -> dict:
+    """What makes a pretraining run what it is and how long it trained (pretrain's own resume keys), the data
+    path absolute. The --init-weights file is compared by its contents, beside these."""
+    from vissl_lite.train import IDENTITY_KEYS, SCHEDULE_KEYS
+
+    keys = {k: config.get(k) for k in IDENTITY_KEYS + SCHEDULE_KEYS}
+    keys["data"] = absolute_spec(keys["data"])
+    return json.loads(json.dumps(keys, default=str))
+
+
+def _check_pretraining(run: Path, now: dict) -> None:
+    """A ConfigError when the finished pretraining in ``run``, about to be reused, was trained with other settings
+    than the command asks for (its checkpoint's config is the record, with or without a settings file)."""
+    then = _pretraining_keys(runs.load_checkpoint(run)["config"])
+    differ = sorted(k for k in now if now[k] != then.get(k) and k in then)
+    if differ:
+        detail = "; ".join(_difference(k, then.get(k), now.get(k)) for k in differ[:4])
+        raise ConfigError(f"--resume: the finished pretraining in {run} was trained with other settings ({detail}), "
+                          "and would be reused as if it were this one. Resume with the same pretraining settings, or "
+                          "choose another --out")
+
+
+def _file_hash(path: Path) -> str:
+    """A short hash of a file's bytes: equal for a moved or copied file, different for another one."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _evaluated(out: Path) -> list[str]:
@@ -296,10 +333,19 @@ def _difference(key: str, then, now) -> str:
     if key == "checkpoint_step":
         return f"the checkpoint was at step {then} then, {now} now"
     if key.endswith(("_signature", "_fingerprint")):
-        what = {"checkpoint_fingerprint": "the checkpoint's weights", "init_weights_signature": "the --init-weights "
-                "file", "data_signature": "the --data files", "pretrain_data_signature": "the pretraining data files"}
+        what = {"checkpoint_fingerprint": "the checkpoint's weights", "init_weights_fingerprint": "the --init-weights "
+                "file's contents", "data_signature": "the --data files (sizes or modification times)",
+                "pretrain_data_signature": "the pretraining data files (sizes or modification times)"}
         return f"{what.get(key, key)} changed since"
-    return f"{key}: {then!r} then, {now!r} now"
+    if key == "pretraining" and isinstance(then, dict) and isinstance(now, dict):
+        differ = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+        return "; ".join([_difference(k, then.get(k), now.get(k)) for k in differ[:4]]
+                         + [f"{len(differ) - 4} more pretraining setting(s)"] * (len(differ) > 4))
+    return f"{key}: {_given(then)} then, {_given(now)} now"
+
+
+def _given(value) -> str:
+    return "(not given)" if value is None else repr(value)
 
 
 def _keep_pretraining(out: Path, differ: list[str]) -> str:
@@ -308,7 +354,8 @@ def _keep_pretraining(out: Path, differ: list[str]) -> str:
     evaluation = set(EVAL_KEYS) | {"data", "data_signature", "protocols", "finetune_args"}
     if not (run / "metrics.json").is_file() or not set(differ) <= evaluation:
         return ""
-    return f" (to evaluate its finished pretraining with the new settings: --checkpoint {run} --out NEW)"
+    return (f" (to evaluate its finished pretraining with the new settings: --checkpoint {run} --out NEW, without "
+            "the pretraining flags)")
 
 
 def _row_order(row: dict) -> tuple:
@@ -498,7 +545,9 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
              f"- **pretraining:** {cfg['method']} ({cfg['augment']} augmentation), {cfg['backbone']}, "
              f"{cfg['image_size']} px, " + _length_text(cfg, metrics.get("checkpoint_step"))
              + f" on {cfg['data']}"
-             + (f", started from {metrics['init_weights']}" if metrics.get("init_weights") else ""),
+             + (f", started from {cfg['init_weights']}" if cfg.get("init_weights") else ""),
+             *([f"- **supplied weights** (--init-weights, evaluated as a further initialisation): "
+                f"{metrics['init_weights']}"] if metrics.get("init_weights") else []),
              f"- **checkpoint:** {metrics['checkpoint']}",
              *([f"- **window** (files with more than 8 bits, every step): {_window_text(metrics['window'])}"]
                if metrics.get("window", "auto") != "auto" else []),
@@ -551,7 +600,7 @@ def write_transfer_report(out: Path, metrics: dict) -> Path:
     texts = metrics.get("protocol_texts") or {}
     if texts:
         lines += ["## Protocols", ""] + [f"- **{protocol_name(k)}:** {v}" for k, v in texts.items()]
-        if metrics.get("finetune_args"):
+        if metrics.get("finetune_args") and "finetune" in texts:
             lines.append("- **fine-tuning overrides (--finetune-args):** "
                          + ", ".join(f"{k}={v}" for k, v in metrics["finetune_args"].items()))
         lines.append("")
