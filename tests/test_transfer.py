@@ -162,7 +162,8 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
         assert main(argv) == 2
     finally:
         os.utime(npz_gray, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert "(the --data files (sizes or modification times) changed since; the pretraining data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(the --data files (sizes or modification times) changed since; the pretraining data" in err
     # without its settings file nothing says what the finished steps were made with
     (out / "transfer_settings.json").rename(tmp_path / "settings")
     assert main(argv) == 2
@@ -218,14 +219,16 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     from vissl_lite.backbones import create_backbone
 
     torch.manual_seed(0)
-    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(), tmp_path / "w1.safetensors")
+    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(),
+              tmp_path / "w1.safetensors")
     shutil.copyfile(tmp_path / "w1.safetensors", tmp_path / "w2.safetensors")
     wargv = argv[:-1] + ["--out", str(tmp_path / "ckw"), "--no-progress", "--init-weights"]
     assert main(wargv + [str(tmp_path / "w1.safetensors")]) == 0
     assert "- **supplied weights** (--init-weights" in (tmp_path / "ckw" / "report.md").read_text()
     assert main(wargv + [str(tmp_path / "w2.safetensors"), "--resume"]) == 0
     torch.manual_seed(1)
-    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(), tmp_path / "w2.safetensors")
+    save_file(create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict(),
+              tmp_path / "w2.safetensors")
     assert main(wargv + [str(tmp_path / "w2.safetensors"), "--resume"]) == 2
     assert "(the --init-weights file's contents changed since)" in capsys.readouterr().err
 
