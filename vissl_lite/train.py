@@ -622,7 +622,7 @@ def _check_resume(cfg: RunConfig, saved: dict) -> dict:
     saved = saved | {"data": absolute_spec(saved["data"])} if "data" in saved else saved  # one spelling per path
     then_w, now_w = _absolute_path(saved.get("init_weights")), _absolute_path(current.get("init_weights"))
     if now_w and now_w != then_w:  # a resume continues from the checkpoint: other start weights would be ignored unsaid
-        raise ConfigError(f"--resume --init-weights {now_w or '(none)'}: {cfg.out} started from "
+        raise ConfigError(f"--resume --init-weights {now_w}: {cfg.out} started from "
                           f"{then_w or 'random initialisation'}, and a resume continues from its checkpoint without "
                           "loading weights again; leave --init-weights out (the run's own is kept), or start a new "
                           "--out to start from other weights")

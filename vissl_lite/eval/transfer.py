@@ -155,7 +155,6 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         if (run / "metrics.json").is_file():
             print(f"vissl-lite transfer: pretraining already done in {run}")
             reused.append("pretrain")
-            _check_pretraining(run, settings["pretraining"])  # also where no settings file says what it was
         else:
             cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
             from vissl_lite.train import TrainingInterrupted, pretrain
@@ -172,6 +171,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     ckpt_file = runs.find_checkpoint(checkpoint)
     saved = runs.load_checkpoint(ckpt_file)  # read once: the file holds the optimizer state too
     pre_cfg = saved["config"]
+    if "pretrain" in reused:  # also where no settings file says what it was trained with
+        _check_pretraining(checkpoint, pre_cfg, settings["pretraining"])
     if "window" in eval_over and parse_window(eval_over["window"]) != parse_window(pre_cfg.get("window", "auto")):
         # every step maps the data as pretraining did (a resolved 'dataset' range included): one window per report
         raise ConfigError(f"--window {eval_over['window']}: {checkpoint} was pretrained with --window "
@@ -239,14 +240,15 @@ def _protocol_texts(steps: dict[str, dict]) -> dict[str, str]:
 def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | None, overrides: dict,
               finetune_args: dict | None, protocols: tuple[str, ...]) -> dict:
     """Everything that decides what a transfer computes, in one spelling (absolute paths, parsed values), as
-    JSON stores it: what --resume compares before reusing a finished step. Paths come with signatures of their
-    contents (sizes and modification times), so data or weights rewritten in place count as changed."""
+    JSON stores it: what --resume compares before reusing a finished step. Data comes with a signature of its
+    files (sizes, modification times) and weights with a hash, so either rewritten in place counts as changed."""
     values = {k: parse_value(k, overrides[k]) for k in EVAL_KEYS if k in overrides and k not in RUN_KEYS}
     if overrides.get("init_weights"):
         values["init_weights"] = os.path.abspath(Path(overrides["init_weights"]).expanduser())
         values["init_weights_fingerprint"] = _file_hash(Path(values["init_weights"]))
     # one flat mapping: config keys beside the command's own arguments (no config key is named like those)
-    settings = values | {"data": absolute_spec(data), "data_signature": data_signature(data),
+    signature = data_signature(data)
+    settings = values | {"data": absolute_spec(data), "data_signature": signature,
                          "protocols": sorted(protocols),
                          "finetune_args": {k: parse_value(k, v) for k, v in (finetune_args or {}).items()}}
     if checkpoint is not None:
@@ -254,7 +256,7 @@ def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | No
     else:
         # pretraining as it resolves (recipe, then flags): '--method simclr' given or not is the same run
         pre = make_config(recipe, **overrides | {"data": pretrain_data or data})
-        settings |= {"pretrain_data_signature": data_signature(pretrain_data or data),
+        settings |= {"pretrain_data_signature": data_signature(pretrain_data) if pretrain_data else signature,
                      "pretraining": _pretraining_keys(pre.to_dict())}
     return json.loads(json.dumps(settings, default=str))
 
@@ -269,10 +271,10 @@ def _pretraining_keys(config: dict) -> dict:
     return json.loads(json.dumps(keys, default=str))
 
 
-def _check_pretraining(run: Path, now: dict) -> None:
-    """A ConfigError when the finished pretraining in ``run``, about to be reused, was trained with other settings
-    than the command asks for (its checkpoint's config is the record, with or without a settings file)."""
-    then = _pretraining_keys(runs.load_checkpoint(run)["config"])
+def _check_pretraining(run: Path, saved_config: dict, now: dict) -> None:
+    """A ConfigError when the finished pretraining in ``run`` (its checkpoint's config: ``saved_config``), about to
+    be reused, was trained with other settings than the command asks for (``now``)."""
+    then = _pretraining_keys(saved_config)
     differ = sorted(k for k in now if now[k] != then.get(k) and k in then)
     if differ:
         detail = "; ".join(_difference(k, then.get(k), now.get(k)) for k in differ[:4])
