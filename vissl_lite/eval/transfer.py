@@ -211,7 +211,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     metrics = {"command": "transfer", "data": absolute_spec(data),
                "pretrain_data": absolute_spec(pretrain_data or data),
                "checkpoint": str(ckpt_file.resolve()), "checkpoint_step": saved["step"],
-               "init_weights": init_weights and os.path.abspath(Path(init_weights).expanduser()),
+               "init_weights": settings.get("init_weights"),
                "protocols": list(protocols), "finetune_args": settings["finetune_args"],
                "protocol_texts": _protocol_texts(steps), "config": pre_cfg,
                "window": saved.get("window") or pre_cfg.get("window", "auto"),
