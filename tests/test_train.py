@@ -35,6 +35,21 @@ def test_each_optimizer_trains(npz_rgb_noval, tmp_path, optimizer):
     assert m["train"]["steps"] == 8 and m["train"]["final_loss"] is not None
 
 
+def test_log_lines_hold_the_mean_over_their_steps(npz_rgb_noval, tmp_path):
+    def log(run, every):  # the same seed and steps; only how often the loop reads the sums back differs
+        pretrain(make_config(data=str(npz_rgb_noval), out=str(tmp_path / run), max_steps=6,
+                             **FAST | {"log_every": every, "epochs": 2}))
+        return [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    each, every3 = log("each", 1), log("every3", 3)
+    assert [r["step"] for r in every3] == [3, 6]
+    for line, first in zip(every3, (0, 3)):
+        for key in ("loss", "pos_acc"):
+            mean = sum(r[key] for r in each[first:first + 3]) / 3
+            assert line[key] == pytest.approx(mean, abs=2e-5)  # (each value is rounded to 5 decimals)
+    assert every3[0]["loss"] != each[2]["loss"]  # not the last batch's value
+
+
 def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path):
     cfg = make_config(data=str(npz_rgb_noval), out=str(tmp_path / "run"), max_steps=2, **FAST)
     pretrain(cfg)

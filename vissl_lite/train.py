@@ -434,6 +434,8 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
     bar = tqdm(total=total, initial=step, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True,
                leave=desc == "pretrain")
     t_log, seen, last_good = time.time(), 0, step
+    sums: dict[str, torch.Tensor] = {}  # each output summed on the device since the last log line
+    n_summed = 0
     t_loop, before = t_log, (meta or {}).get("train_seconds", 0.0)
 
     def saved_meta() -> dict | None:
@@ -455,6 +457,10 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                         outputs = train_model(views, y)
                     loss = outputs["loss"]
                     bad_loss |= ~torch.isfinite(loss.detach())
+                    for k, v in outputs.items():  # no host sync: read at log steps only
+                        v = v.detach().float()
+                        sums[k] = sums[k] + v if k in sums else v
+                    n_summed += 1
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.clip_grad > 0:
@@ -472,9 +478,10 @@ def run_loop(train_model: nn.Module, model: nn.Module, loader, aug: nn.Module, o
                         _check_finite(bad_loss, last_good, step, out, checkpoint)
                         now = time.time()
                         record = {"step": step, "epoch": round(step / steps_per_epoch, 3), "lr": lr,
-                                  **{k: round(float(v.detach()), 5) for k, v in outputs.items()},
+                                  # the mean over the steps since the last line: one batch's value is noise
+                                  **{k: round(float(v) / n_summed, 5) for k, v in sums.items()},
                                   "images_per_s": round(seen / max(now - t_log, 1e-9), 1)}
-                        t_log, seen = now, 0
+                        t_log, seen, sums, n_summed = now, 0, {}, 0
                         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
                         if main:
                             _append(log_path, record)
