@@ -124,7 +124,7 @@ class RunConfig:
     keep_checkpoints: int = _f(1, "Keep the last K checkpoints: checkpoint.pt is the newest; K > 1 also keeps "
                                "checkpoint-<step>.pt for the last K saves.")
     log_every: int = _f(20, "Log loss/lr/throughput to metrics.jsonl every N steps (means over those steps; "
-                                           "the only host sync).")
+                            "the only host sync).")
     progress: bool = _f(True, "Show progress bars.")
     # evaluation after pretraining
     probe: bool = _f(True, "After pretraining, run the linear probe and kNN on the SSL and on a random-init "
