@@ -194,6 +194,12 @@ def test_transfer_end_to_end_and_resume_reuses_every_step(npz_gray, tmp_path, ca
     assert main(argv[:at] + [f"{npz_gray.parent}/../{npz_gray.parent.name}/{npz_gray.name}"] + argv[at + 1:]
                 + ["--finetune-args", "epochs=1,min_steps=3,batch_size=12"]) == 0
     assert capsys.readouterr().out.count("finished earlier: reused from") == 7
+    assert "reused from an earlier one: pretrain, frozen, finetune (7 of 8 runs))" in (out / "report.md").read_text()
+    # pretraining cut short after its last checkpoint: the report says how far the earlier invocation got
+    (out / "pretrain" / "metrics.json").unlink()
+    assert main(argv + ["--finetune-args", "epochs=1,min_steps=3,batch_size=12"]) == 0
+    assert "(this invocation; reused from an earlier one: pretrain up to step 3, frozen, finetune)" in \
+        (out / "report.md").read_text()
     # --checkpoint: the run trained further is another starting point for the frozen and fine-tuning steps
     ck = tmp_path / "ck"
     argv = ["transfer", "--data", str(npz_gray), "--checkpoint", str(out / "pretrain"), "--out", str(ck),

@@ -356,7 +356,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
         print(note)
     labels = splits["train"].labels.numpy()
     results: dict[str, dict[str, list[dict]]] = {i: {regime_name(r): [] for r in regimes} for i in inits}
-    done = 0
+    done, reused = 0, 0
     embeddings: dict = {}
     for name in inits:
         for regime in regimes:
@@ -379,6 +379,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                     print(f"  [{done}/{n_runs}] {name:<10} {regime_name(regime):>8} seed {seed}: test {metric} "
                           f"{r[metric]:.2f}, finished earlier: reused from {sub}")
                     results[name][regime_name(regime)].append(r)
+                    reused += 1
                     if feats is not None and (sub / "test_features.pt").is_file():
                         saved = torch.load(sub / "test_features.pt", weights_only=True)
                         embeddings[f"fine-tuned from {name}, {regime_name(regime)} labels"] = (saved["features"],
@@ -422,7 +423,7 @@ def finetune(checkpoint: str | Path | None = None, init: str | None = None, init
                "checkpoint": str(runs.find_checkpoint(checkpoint)) if checkpoint else None,
                "config": cfg.to_dict(), "environment": runs.environment(), "eval": ev,
                "class_names": splits["train"].class_names,
-               "timing": {"total_s": round(time.time() - t0, 1)}}
+               "timing": {"total_s": round(time.time() - t0, 1), "runs": n_runs, "reused_runs": reused}}
     write_metrics(out, metrics)
     from vissl_lite.eval.report import write_report
 

@@ -147,7 +147,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     if resume:
         _check_settings(out, settings, ignore=("checkpoint_step", "checkpoint_fingerprint"))  # (known later)
 
-    reused = []  # steps finished by an earlier invocation: their time is not in this one's
+    reused = []  # work done by an earlier invocation, whole steps or parts: its time is not in this one's
     # ---- 1. self-supervised pretraining (in-domain, unlabeled)
     if checkpoint is None:
         run = out / "pretrain"
@@ -160,7 +160,9 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             from vissl_lite.train import TrainingInterrupted, pretrain
 
             try:
-                pretrain(cfg)
+                resumed = pretrain(cfg)["train"].get("resumed") or []
+                if resumed:
+                    reused.append(f"pretrain up to step {resumed[-1]['step']}")
             except TrainingInterrupted as e:  # its advice ('vissl-lite pretrain --resume') would stop there
                 raise TrainingInterrupted(f"{str(e).split('; continue with')[0]}; run the same 'vissl-lite "
                                           "transfer' command with --resume to finish pretraining and then "
@@ -206,6 +208,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             ft_over = {k: v for k, v in eval_over.items() if k != "window"} | dict(finetune_args or {})
             steps["finetune"] = finetune(ckpt_file, init="checkpoint", init_weights=init_weights, out=ft_dir,
                                          data=data, resume=resume, **ft_over)
+            if n := steps["finetune"]["timing"].get("reused_runs"):
+                reused.append(f"finetune ({n} of {steps['finetune']['timing']['runs']} runs)")
 
     rows = sorted((r for s in steps.values() for r in s["eval"]["table"]), key=_row_order)
     metrics = {"command": "transfer", "data": absolute_spec(data),
