@@ -169,8 +169,18 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
     # an empty test split is one the file does not have, and is named as missing (not numpy's zero-size error)
     np.savez(tmp_path / "notest.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
              test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros(0))
-    with pytest.raises(DataError, match=r"notest.npz has no 'test' split \(it has: train\)"):
+    with pytest.raises(DataError, match=r"notest.npz has no 'test' split \(it has: train\); add 'test_images'"):
         load_split(str(tmp_path / "notest.npz"), "test", 8)
+    # splits whose labels disagree: one-hot train rows against class codes, or a test class train never has
+    np.savez(tmp_path / "onehot.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.eye(2)[[0, 1, 0, 1]],
+             test_images=np.zeros((2, 8, 8), np.uint8), test_labels=np.array([[0], [1]]))
+    with pytest.raises(DataError, match=r"onehot.npz: 'test_labels' holds class codes, one column, while "
+                                        r"'train_labels' holds multi-label, 2 0/1 columns.*labels.argmax\(1\)"):
+        load_split(str(tmp_path / "onehot.npz"), "train", 8)
+    np.savez(tmp_path / "newclass.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
+             test_images=np.zeros((2, 8, 8), np.uint8), test_labels=np.array([1, 2]))
+    with pytest.raises(DataError, match=r"newclass.npz: the test split has class\(es\) \[2\] that no training"):
+        load_split(str(tmp_path / "newclass.npz"), "test", 8)
     np.savez(tmp_path / "float.npz", train_images=np.zeros((4, 8, 8), np.float32), train_labels=np.zeros(4))
     with pytest.raises(DataError, match=r"float\.npz \(train split\).*float32.*astype\('uint8'\)"):
         load_split(str(tmp_path / "float.npz"), "train", 8)

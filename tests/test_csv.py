@@ -54,6 +54,8 @@ BAD_CSVS = [  # (content, what the error must say): the file, line and column a 
     ("path,label\nim0.png\n", "line 2 has 1 cells for 2 columns"),
     ("path,label\nim0.png,a\nim1.png,b\n./im0.png,b\n", r"lists ./im0.png twice \(lines 2 and 4\)"),
     ("path,label,split\nim0.png,a,train\nim1.png,b,holdout\n", "unknown split value.*holdout"),
+    ("path,label,split\nim0.png,a,train\nim1.png,a,train\nim2.png,b,test\n",
+     r"bad.csv: the test split has class\(es\) \['b'\] that no training image has"),
     ("path,label\nim0.png,a\nsub\\im1.png,b\n", r"sub\\im1.png.*backslashes \(written on Windows\?\): write them "
      "with '/'"),
 ]
@@ -61,12 +63,12 @@ BAD_CSVS = [  # (content, what the error must say): the file, line and column a 
 
 def test_integer_csv_labels_that_skip_codes_become_one_class_each(tmp_path):
     names = _images(tmp_path, 6)
-    codes = [1000, 2000, 1000, 2000, 1000, 7]
+    codes = [1000, 2000, 7, 2000, 1000, 7]
     (tmp_path / "sparse.csv").write_text("path,label,split\n" + "".join(
         f"{n},{c},{'validation' if i == 5 else 'train'}\n" for i, (n, c) in enumerate(zip(names, codes))))
     train = load_split(str(tmp_path / "sparse.csv"), "train", 8, progress=False)
     val = load_split(str(tmp_path / "sparse.csv"), "val", 8, progress=False)  # 'validation' is val, as for folders
-    assert train.class_names == ["7", "1000", "2000"] and set(train.labels.tolist()) == {1, 2}
+    assert train.class_names == ["7", "1000", "2000"] and set(train.labels.tolist()) == {0, 1, 2}
     assert val.labels.tolist() == [0] and val.num_classes == 3
     (tmp_path / "dense.csv").write_text("path,label\n" + "".join(f"{n},{i % 3}\n" for i, n in enumerate(names)))
     assert load_split(str(tmp_path / "dense.csv"), "train", 8, progress=False).class_names == ["0", "1", "2"]

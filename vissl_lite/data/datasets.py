@@ -262,12 +262,36 @@ def _array_codes(fmt: str, loc: str) -> np.ndarray | None:
 @functools.lru_cache(maxsize=4)
 def _read_arrays(fmt: str, loc: str) -> dict:
     if fmt == "npz":
-        return readers.read_npz(Path(loc))
-    if fmt == "cifar":
-        return readers.read_cifar(Path(loc))
-    if fmt == "idx":
-        return readers.read_idx(Path(loc))
-    raise AssertionError(fmt)
+        splits = readers.read_npz(Path(loc))
+    elif fmt == "cifar":
+        splits = readers.read_cifar(Path(loc))
+    elif fmt == "idx":
+        splits = readers.read_idx(Path(loc))
+    else:
+        raise AssertionError(fmt)
+    _check_label_layout(loc, splits)
+    return splits
+
+
+def _check_label_layout(loc: str, splits: dict) -> None:
+    """Every labelled split holds the same kind of labels (class codes, or the same number of 0/1 columns), and
+    val/test have no class that train lacks; a mix would be read as another task or crash the evaluation."""
+    labels = {s: _normalise_labels(lab, len(img)) for s, (img, lab) in splits.items() if lab is not None}
+    if "train" not in labels:
+        return
+
+    def layout(x: np.ndarray) -> str:
+        return "class codes, one column" if x.ndim == 1 else f"multi-label, {x.shape[1]} 0/1 columns"
+
+    for split, lab in labels.items():
+        if layout(lab) != layout(labels["train"]):
+            onehot = labels["train"].ndim == 2 or lab.ndim == 2
+            raise DataError(f"{loc}: '{split}_labels' holds {layout(lab)}, while 'train_labels' holds "
+                            f"{layout(labels['train'])}; every split needs the same kind of labels"
+                            + ("; for one-hot rows store the class codes instead (labels.argmax(1))"
+                               if onehot else ""))
+    if labels["train"].ndim == 1:
+        readers.check_classes_in_train(labels, loc)
 
 
 def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -284,7 +308,9 @@ def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[n
         idx = keep if split == "train" else carved
         return images[idx], (labels[idx] if labels is not None else None)
     if split not in splits:
-        raise DataError(f"{loc} has no '{split}' split (it has: {', '.join(splits)})")
+        how = (f"; add '{split}_images' and '{split}_labels' arrays to the file" if fmt == "npz" else "")
+        raise DataError(f"{loc} has no '{split}' split (it has: {', '.join(splits)}){how}, or evaluate on data "
+                        "that has one (--data)")
     return splits[split]
 
 

@@ -640,7 +640,23 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
             out[name] = ([files[i] for i in idx], labels[idx], class_names)
     if "train" not in out:
         raise DataError(f"{path} has no training rows (split column empty or 'train')")
+    if len(label_cols) == 1:
+        check_classes_in_train({s: v[1] for s, v in out.items()}, str(path), class_names)
     return out
+
+
+def check_classes_in_train(labels: dict[str, np.ndarray], source: str, class_names: list[str] | None = None) -> None:
+    """Raise DataError when a val or test split has a class (single-label codes 0..K-1) that no training image
+    has: no probe or classifier can learn it, and the test metrics would count it as a class silently missed."""
+    train = set(np.unique(labels["train"]).tolist())
+    for split in ("val", "test"):
+        if split in labels and labels[split].ndim == 1:
+            extra = sorted(set(np.unique(labels[split]).tolist()) - train)
+            if extra:
+                names = [class_names[i] for i in extra] if class_names else extra
+                raise DataError(f"{source}: the {split} split has class(es) {names} that no training image has; "
+                                "put some images of each class in train, or leave those rows out of "
+                                f"{split}")
 
 
 def image_channels(file: Path) -> int:
