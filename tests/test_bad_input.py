@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vissl_lite import runs
 from vissl_lite.cli import main
 from vissl_lite.config import ConfigError, make_config
 from vissl_lite.data import DataError, load_split
@@ -363,3 +364,20 @@ def test_no_command_overwrites_another_commands_results(npz_gray, tmp_path, caps
     assert main(["knn", "--checkpoint", str(run), "--out", str(probe), "--no-progress"]) == 2
     assert f"--out {probe} is a transfer folder" in capsys.readouterr().err
     assert json.loads((probe / "metrics.json").read_text())["command"] == "knn"
+
+
+def test_another_val_fraction_on_the_runs_own_carved_data_is_refused(npz_rgb_noval, npz_gray, tmp_path, capsys):
+    """The fraction picks the val (and, for folders, test) images carved from train; evaluating the run's own data
+    with another one would score images the backbone was pretrained on."""
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(npz_rgb_noval), "--image-size", "16", "--batch-size", "8", "--max-steps",
+                 "1", "--no-probe", "--no-progress", "--out", str(run)]) == 0
+    for cmd in ("linear-probe", "knn", "finetune"):
+        assert main([cmd, "--checkpoint", str(run), "--val-fraction", "0.3", "--no-progress"]) == 2
+        assert f"--val-fraction 0.3: {run} was pretrained on {npz_rgb_noval} with --val-fraction 0.1" in \
+            capsys.readouterr().err
+    saved = runs.load_checkpoint(run)["config"]
+    runs.check_split_fraction(run, saved, None, 0.1)  # the run's own fraction
+    runs.check_split_fraction(run, saved, str(npz_gray), 0.3)  # other data: nothing of it was pretrained on
+    with_val = dict(saved, data=str(npz_gray))  # data with its own val and test splits carves nothing
+    runs.check_split_fraction(run, with_val, None, 0.3)

@@ -99,7 +99,8 @@ def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], de
                         help="also evaluate the random-init backbone [default: on]")
     for name in fields:
         parser.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS,
-                            help=f"{FIELDS[name].metadata['help']} [default: {RunConfig().to_dict()[name]!r}]")
+                            help=f"{FIELDS[name].metadata['help']} [default: the run's own, from its config.yaml; "
+                                 f"the recipes' default is {RunConfig().to_dict()[name]!r}]".replace("%", "%%"))
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                         help="show progress bars [default: on]")
     # Every other config flag is the run's own (the backbone was trained with it): say so instead of argparse's

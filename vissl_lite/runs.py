@@ -312,6 +312,27 @@ def check_out_folder(out: str | Path, command: str) -> None:
                               f"{command} would overwrite; choose another --out")
 
 
+def check_split_fraction(run: str | Path, saved: dict, data: str | None, val_fraction) -> None:
+    """Refuse a ``--val-fraction`` other than the run's when evaluating on the run's own pretraining data: the
+    fraction decides which images are carved from train as val (and, for folders and CSVs without a test split,
+    test), so another one would put images the backbone was pretrained on into them."""
+    from vissl_lite.config import ConfigError
+    from vissl_lite.data.datasets import absolute_spec, carves_splits
+
+    then = saved.get("val_fraction", 0.1)
+    try:
+        if val_fraction is None or float(val_fraction) == float(then):
+            return
+    except ValueError:  # not a number: the config's own validation names it
+        return
+    same = data is None or absolute_spec(str(data)) == absolute_spec(str(saved.get("data")))
+    if same and carves_splits(str(saved.get("data"))):
+        raise ConfigError(f"--val-fraction {val_fraction}: {run} was pretrained on {saved.get('data')} with "
+                          f"--val-fraction {then}, which decides the images carved from its train split for "
+                          "validation (and test, where the data has no test split); another fraction would put "
+                          "images the backbone was pretrained on into them. Leave --val-fraction out")
+
+
 def find_checkpoint(run: str | Path) -> Path:
     """A run folder (its checkpoint.pt) or a checkpoint file."""
     p = Path(run)

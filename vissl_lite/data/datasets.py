@@ -369,6 +369,19 @@ def has_labels(spec: str) -> bool:
     return _read_arrays(fmt, loc)["train"][1] is not None  # MNIST-format idx: small
 
 
+def carves_splits(spec: str) -> bool:
+    """Whether ``spec`` lacks a val or test split, which are then carved from train by ``val_fraction``; from
+    listings and archive member names alone."""
+    fmt, loc = parse_spec(spec)
+    if fmt == "shapes":
+        return False
+    if fmt in ("folder", "csv"):
+        return not {"val", "test"} <= set(readers.read_tree(Path(loc)))
+    if fmt == "npz":
+        return "val_images" not in readers.npz_keys(Path(loc))
+    return "val" not in _read_arrays(fmt, loc)
+
+
 def _num_classes(fmt: str, loc: str) -> int:
     """Classes over every split of an array dataset (a carved split may miss a rare class); 0 if unlabeled."""
     found = [_normalise_labels(lab, len(img)) for img, lab in _read_arrays(fmt, loc).values()]

@@ -319,6 +319,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     bad = sorted(set(overrides) - allowed)
     if bad:
         raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
+    runs.check_split_fraction(checkpoint, ckpt["config"], data, overrides.get("val_fraction"))
     cfg = config_from_dict(cfg.to_dict() | overrides | label_choice(overrides) | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / command.replace("-", "_")
@@ -422,6 +423,10 @@ def summary(metrics: dict) -> str:
             n = int(round(float(np.mean(n)))) if isinstance(n, list) else n
             accs = ", ".join(f"k={k}{f' (clamped to {n})' if int(k) > n else ''}: {v:.2f}"
                              + (f" +- {std[k]:.2f}" if k in std else "") + "%" for k, v in ev[key]["top1"].items())
+            regime = ev[key].get("label_regime")
+            if regime and (regime["name"] != "100%" or regime["seeds"] > 1):  # as the linear probe's line says
+                accs += (f"  ({regime['name']} of labels, {regime['seeds']} seed{'' if regime['seeds'] == 1 else 's'}, "
+                         f"n_train {n})")
             lines.append(f"  kNN, {label:<21} test top-1 {accs}")
     if "knn" in ev and "protocol" in ev["knn"]:
         lines.append(f"  kNN protocol: {ev['knn']['protocol']}")
