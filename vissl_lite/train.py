@@ -365,8 +365,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         tr = metrics["train"]
         done = _steps(step) + (f" ({step - start_step} after resuming)" if start_step else "")
         print(f"\nDone in {metrics['timing']['total_s']:.0f}s: {done}, final loss {tr['final_loss']}, "
-              f"{tr['images_per_s']:.0f} images/s (mean of the log intervals after the first, which holds the "
-              f"warm-up). Run folder: {out}")
+              f"{tr['images_per_s']:.0f} images/s (mean of {tr['images_per_s_from']}). Run folder: {out}")
         if "eval" in metrics and "skipped" not in metrics["eval"]:
             print(summary(metrics))
         elif "eval" in metrics:
@@ -667,7 +666,9 @@ def _train_summary(log_path: Path, steps: int, steps_per_epoch: int, seconds: fl
     rates = [r["images_per_s"] for r in records[1:]] or [r["images_per_s"] for r in records]
     return {"steps": steps, "epochs": round(steps / steps_per_epoch, 2), "train_images": n_images,
             "final_loss": last.get("loss"), "seconds": round(seconds, 1),
-            "images_per_s": round(sum(rates) / len(rates), 1) if rates else 0.0}
+            "images_per_s": round(sum(rates) / len(rates), 1) if rates else 0.0,
+            "images_per_s_from": "the log intervals after the first, which holds the warm-up" if len(records) > 1
+            else "the only log interval, warm-up included"}
 
 
 def plot_curves(log_path: Path, png: Path) -> None:
