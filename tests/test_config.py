@@ -133,6 +133,23 @@ def test_eval_commands_explain_flags_the_run_fixes(capsys, command, argv, says):
     assert "--image-size" not in build_parser()._subparsers._group_actions[0].choices[command].format_help()
 
 
+@pytest.mark.parametrize("argv,nearest", [
+    (["export", "--checkpoint", "run", "--outt", "b.safetensors"], "--out"),
+    (["reconstruct", "--checkpoint", "run", "--splt", "val"], "--split"),
+    (["pretrain", "--epocs", "3"], "--epochs"),
+    (["preview", "--no-such-flag"], None),
+])
+def test_unknown_flag_is_answered_by_its_command(capsys, argv, nearest):
+    """An unknown flag gets the command's own usage and the nearest flag it takes, not the top-level usage."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"usage: vissl-lite {argv[0]}" in err and f"vissl-lite {argv[0]}: error: unrecognized arguments" in err
+    assert f"{argv[0]} --help lists its flags" in err
+    assert (f"did you mean {nearest}" in err) if nearest else "did you mean" not in err
+
+
 def test_eval_commands_parse_only_the_flags_given():
     """The hidden pretraining flags of linear-probe and knn add nothing to the namespace unless used (a None for
     every config field would override the run's config)."""

@@ -84,6 +84,11 @@ def test_small_input_resnet_export_says_how_to_load(npz_gray, tmp_path, capsys):
     folder.mkdir()
     assert main(["export", "--checkpoint", str(run), "--out", str(folder)]) == 0
     assert [p.name for p in folder.iterdir()] == ["backbone.safetensors"]  # no temporary left beside it
+    new = tmp_path / "new" / "exports"  # a folder that does not exist yet, written as one with a trailing '/'
+    assert main(["export", "--checkpoint", str(run), "--out", f"{new}/"]) == 0
+    assert [p.name for p in new.iterdir()] == ["backbone.safetensors"]
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "plain")]) == 2  # no '/': a file name
+    assert "name it plain.safetensors" in capsys.readouterr().err
     _, trained, _ = runs.load_run(run)
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():

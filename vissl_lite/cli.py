@@ -7,6 +7,7 @@ defaults. Run ``vissl-lite pretrain --help`` for the full list.
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -93,7 +94,8 @@ def _add_eval_flags(parser: argparse.ArgumentParser, fields: tuple[str, ...], de
     parser.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt) from 'vissl-lite "
                         "pretrain'")
     parser.add_argument("--data", default=None, help="labeled data to evaluate on (default: the run's own --data)")
-    parser.add_argument("--out", default=None, help=f"folder for metrics.json (default: RUN/{default_dir})")
+    parser.add_argument("--out", default=None, help=f"folder for metrics.json (default: RUN/{default_dir}, "
+                        f"or RUN/{default_dir}_<data name> for --data other than the run's own)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps [default: auto]")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate the random-init backbone [default: on]")
@@ -214,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write the backbone's weights (no projection head or decoder) to a .safetensors "
                         "file and print the timm.create_model call that loads them.")
     ex.add_argument("--checkpoint", required=True, help="run folder (or its checkpoint.pt)")
-    ex.add_argument("--out", default=None, help="file to write [default: backbone.safetensors in the run folder; "
-                    "<name>.backbone.safetensors beside any other checkpoint file]")
+    ex.add_argument("--out", default=None, help="file to write, ending in .safetensors, or a folder (existing, or "
+                    "written with a trailing '/') for backbone.safetensors [default: backbone.safetensors in the "
+                    "run folder; <name>.backbone.safetensors beside any other checkpoint file]")
 
     pv = sub.add_parser("preview", help="draw what an augmentation recipe does to your images, before training",
                         description="Draw the first --n images of --data (top row: as evaluation sees them) and the "
@@ -382,8 +385,25 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; an argument no command knows is reported by that command's own parser, with its usage, the
+    nearest flag it takes and where its flags are listed (argparse's answer is the top-level usage, which names no
+    flag of any command)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_attach_negative_values(argv))
+    if extra:
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        flags = [s for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings
+                 if s.startswith("--")]
+        first = next((t for t in extra if t.startswith("-")), extra[0]).split("=")[0]
+        close = difflib.get_close_matches(first, flags, n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{hint} ({sub.prog} --help lists its flags)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    args = parse_command_line(sys.argv[1:] if argv is None else list(argv))
     from vissl_lite.data import DataError
     from vissl_lite.runs import CheckpointError
     from vissl_lite.train import NonFiniteLossError, TrainingInterrupted

@@ -447,13 +447,15 @@ def timm_kwargs(cfg: RunConfig, in_chans: int) -> dict | None:
 
 def export_backbone(run: str | Path, out: str | Path) -> dict:
     """Write the run's backbone weights as safetensors (atomically), with the settings needed to rebuild it in
-    the file's metadata. ``out`` may be a folder (the file is ``backbone.safetensors`` in it); a file must end in
+    the file's metadata. ``out`` may be a folder (the file is ``backbone.safetensors`` in it): an existing one, or
+    one written with a trailing '/' (created, as ``reconstruct --out`` creates one); a file must end in
     ``.safetensors``, the suffix timm reads the format from. Returns ``{"file", "backbone", "timm_kwargs",
     "tensors", "mean", "std", "in_chans", "image_size", "window"}``."""
     from safetensors.torch import save_file
 
+    folder = str(out).endswith(("/", "\\"))  # Path() drops the trailing separator that says "a folder"
     out = Path(out)
-    if out.is_dir():
+    if folder or out.is_dir():
         out = out / "backbone.safetensors"
     if out.suffix != ".safetensors":  # also keeps a typo from replacing the run's own checkpoint.pt
         raise ValueError(f"--out {out}: the export is a safetensors file; name it {out.stem}.safetensors (timm "
