@@ -19,3 +19,27 @@ def test_preview_draws_each_view_seeded_and_refuses_training_flags(npz_gray, tmp
     with pytest.raises(SystemExit):  # argparse's usage error
         main(["preview", "--epochs", "3"])
     assert "--epochs is a pretraining option; vissl-lite preview does not use it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [1, 4, 8])
+def test_grid_title_fits_inside_the_figure(tmp_path, monkeypatch, n):
+    """A title naming recipe, arguments, data and seed stays inside the picture however few columns there are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from vissl_lite.eval.reconstruct import save_image_rows
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it
+    title = ("radiology (crop_scale=0.35,1.0, rotate=10, gamma=0.8,1.25, noise=0.02) on pneumoniamnist.npz train, "
+             "28 px, seed 0")
+    rows = {"as evaluated": torch.zeros(n, 1, 8, 8), "view 1": torch.ones(n, 1, 8, 8)}
+    save_image_rows(rows, ((0.5,), (0.5,)), tmp_path / "g.png", title)
+    (fig,) = figures
+    box, text = fig.bbox, fig.texts[0].get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 <= text.x0 and text.x1 <= box.x1 and text.y1 <= box.y1
+    assert fig.texts[0].get_text().replace("\n", " ") == title  # wrapped, nothing dropped
+    close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -48,7 +49,12 @@ def save_image_rows(rows: dict[str, torch.Tensor], stats: tuple, path: Path, tit
 
     mean_t, std_t = (torch.tensor(v).view(1, -1, 1, 1) for v in stats)
     n = next(iter(rows.values())).shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.35 * len(rows) + 0.4), squeeze=False)
+    width = max(1.3 * n, 3.2)
+    # wrap the title to the figure's width (a few columns are narrower than a title naming recipe, data and
+    # seed); an average glyph is about 0.6 of the font size wide
+    lines = textwrap.wrap(title, max(16, int(width * 72 / (0.6 * fontsize)))) or [""]
+    fig, axes = plt.subplots(len(rows), n, figsize=(width, 1.35 * len(rows) + 0.25 + 0.18 * len(lines)),
+                             squeeze=False)
     for r, (label, batch) in enumerate(rows.items()):
         pics = (batch.float().cpu() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         gray = pics.shape[-1] == 1
@@ -60,7 +66,7 @@ def save_image_rows(rows: dict[str, torch.Tensor], stats: tuple, path: Path, tit
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
-    fig.suptitle(title, fontsize=fontsize)
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
