@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,27 @@ def test_skip_also_holds_for_the_reconstruction_grid_and_its_file_goes_where_it_
     assert f"no file of the train split of {root} could be decoded (7 tried" in capsys.readouterr().err
 
 
+def test_skips_in_val_and_test_are_recorded_by_pretrain_and_linear_probe(tmp_path, capsys):
+    """Files skipped in the evaluation splits are counted in metrics.json too, not only printed."""
+    root = tmp_path / "t"
+    for split in ("train", "val", "test"):
+        _tree(root / split, n=6)
+    _truncate(root / "val" / "a" / "1.png")
+    _truncate(root / "test" / "b" / "2.png")
+    _truncate(root / "test" / "b" / "4.png")
+    run = tmp_path / "r"
+    common = ["--no-progress", "--on-bad-file", "skip", "--probe-epochs", "1"]
+    assert main(["pretrain", "--data", str(root), "--out", str(run), "--image-size", "8", "--batch-size", "4",
+                 "--max-steps", "1", *common]) == 0
+    m = json.loads((run / "metrics.json").read_text())["skipped_files"]
+    assert m["count"] == 3 and m["by_split"] == {"train": 0, "val": 1, "test": 2}
+    assert sorted(Path(f).name for f in m["files"]) == ["1.png", "2.png", "4.png"]
+    assert main(["linear-probe", "--checkpoint", str(run), *common]) == 0
+    m = json.loads((run / "linear_probe" / "metrics.json").read_text())["skipped_files"]
+    assert m["count"] == 3 and m["by_split"] == {"train": 0, "val": 1, "test": 2}
+    assert "skipped 2 unreadable test file(s)" in capsys.readouterr().out
+
+
 def test_skip_is_reported_by_pretrain(tmp_path, capsys):
     root = tmp_path / "t"
     for split in ("train", "val", "test"):  # explicit splits: the bad file is in train for sure
@@ -89,6 +111,7 @@ def test_skip_is_reported_by_pretrain(tmp_path, capsys):
                  "4", "--max-steps", "1", "--no-probe", "--no-progress", "--on-bad-file", "skip"]) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["skipped_files"]["count"] == 1 and m["skipped_files"]["files"][0].endswith("3.png")
+    assert m["skipped_files"]["by_split"] == {"train": 1}  # --no-probe: only train was read
     assert m["train"]["train_images"] == 11
     assert "skipped 1 unreadable train file" in capsys.readouterr().out
     assert main(["pretrain", "--data", str(root), "--out", str(tmp_path / "r2"), "--image-size", "8",

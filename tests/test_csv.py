@@ -120,3 +120,18 @@ def test_data_signature_follows_the_files_a_spec_reads(tmp_path):
     shutil.copy(tmp_path / "imgs" / "b" / "im0.png", tmp_path / "imgs" / "b" / "im9.png")  # one image more
     assert data_signature(folder) != before[folder] and data_signature(csv) == before[csv]
     assert data_signature("shapes") == "shapes"
+
+
+def test_one_class_csv_is_not_scored(tmp_path, capsys):
+    """A CSV whose rows all carry one label pretrains, but no probe reports a 100% that any constant answer gets."""
+    from vissl_lite.cli import main
+
+    names = _images(tmp_path / "imgs", 16)
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label"] + [f"imgs/{n},normal" for n in names]))
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(tmp_path / "labels.csv"), "--out", str(run), "--image-size", "8",
+                 "--batch-size", "4", "--max-steps", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation skipped: --data" in out and "has one class ('normal'), so there is nothing to classify" in out
+    assert main(["linear-probe", "--checkpoint", str(run), "--no-progress"]) == 2
+    assert "pass data with at least 2 classes with --data" in capsys.readouterr().err

@@ -143,6 +143,28 @@ def test_finetune_curves_show_a_sub_run_that_logged_one_point(tmp_path):
     assert hits[:, : img.shape[1] // 2].sum() > 5  # the loss panel (no legend there) draws its single point
 
 
+def test_evaluation_on_other_data_lands_beside_the_runs_own(gray_run, tmp_path, capsys):
+    """linear-probe/knn on --data other than the run's own default to RUN/<command>_<data name>: the result on the
+    run's own data is kept, not silently replaced."""
+    import shutil
+
+    own = gray_run / "linear_probe" / "metrics.json"
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--probe-epochs", "2", "--no-progress"]) == 0
+    before = own.read_bytes()
+    other = tmp_path / "other" / "second.npz"
+    other.parent.mkdir()
+    shutil.copy(json.loads(own.read_text())["config"]["data"], other)
+    for command in ("linear-probe", "knn"):
+        assert main([command, "--checkpoint", str(gray_run), "--data", str(other), "--probe-epochs", "2",
+                     "--no-progress"] if command == "linear-probe" else
+                    [command, "--checkpoint", str(gray_run), "--data", str(other), "--no-progress"]) == 0
+        folder = gray_run / f"{command.replace('-', '_')}_second"
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["command"] == command and m["config"]["data"] == str(other)
+        assert f"-> {folder}" in capsys.readouterr().out
+    assert own.read_bytes() == before
+
+
 def test_linear_probe_and_knn_reports(gray_run):
     assert main(["linear-probe", "--checkpoint", str(gray_run), "--label-fraction", "0.5,1", "--seeds", "2",
                  "--probe-epochs", "3", "--no-progress"]) == 0
@@ -153,6 +175,11 @@ def test_linear_probe_and_knn_reports(gray_run):
     m = json.loads((gray_run / "linear_probe" / "metrics.json").read_text())["eval"]
     assert {(r["init"], r["regime"]) for r in m["table"]} == {(i, g) for i in ("ssl", "random_init")
                                                              for g in ("50%", "100%")}
+    # one regime now: the earlier label-efficiency plot goes with the report that showed it
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--probe-epochs", "3", "--no-progress"]) == 0
+    assert not (gray_run / "linear_probe" / "label_efficiency.png").exists()
+    assert "label_efficiency.png" not in (gray_run / "linear_probe" / "report.md").read_text()
+    assert (gray_run / "linear_probe" / "confusion_matrix.png").is_file()
     assert main(["knn", "--checkpoint", str(gray_run), "--labels-per-class", "2,4", "--seeds", "2", "--knn-k", "3",
                  "--no-progress"]) == 0
     rows = json.loads((gray_run / "knn" / "metrics.json").read_text())["eval"]["table"]

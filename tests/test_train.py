@@ -418,7 +418,9 @@ def test_a_run_shorter_than_its_warmup_says_so(npz_gray, tmp_path, capsys):
     base = dict(data=str(npz_gray), image_size=16, batch_size=12, max_steps=1, probe=False, progress=False)
     pretrain(make_config(**base, out=str(tmp_path / "a"), warmup_epochs=1))  # 3 steps per epoch, 1 run
     out = capsys.readouterr().out
-    assert "1 step of 12" in out and "note: the whole run (1 step) is warmup (--warmup-epochs 1 is 3 steps here)" in out
+    assert "1 step of 12" in out
+    assert ("note: --warmup-epochs 1 is 3 steps here, longer than the run (1 step), so warm-up takes the whole run: "
+            "the learning rate ramps up to --lr") in out
     pretrain(make_config(**base | {"max_steps": 3}, out=str(tmp_path / "b"), warmup_epochs=0.5))
     assert "warmup" not in capsys.readouterr().out
 

@@ -32,7 +32,7 @@ from vissl_lite.config import (
     make_config,
     save_config,
 )
-from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader
+from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader, skipped_files
 from vissl_lite.data.datasets import absolute_spec
 
 # Keys that define what a checkpoint is; a resumed run must agree with them.
@@ -266,10 +266,12 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                   f"{', evaluating' if cfg.probe else ''}")
         elif cfg.resume:
             print(f"  resuming from step {step} of {total} ({out / runs.CHECKPOINT})")
-        if total and round(cfg.warmup_epochs * steps_per_epoch) >= total:
-            print(f"  note: the whole run ({_steps(total)}) is warmup (--warmup-epochs {cfg.warmup_epochs:g} is "
-                  f"{_steps(round(cfg.warmup_epochs * steps_per_epoch))} here): the learning rate only ramps up, no "
-                  "cosine decay; lower --warmup-epochs for one")
+        asked = round(cfg.warmup_epochs * steps_per_epoch)
+        if total and asked >= total:  # warm-up is cut to the run: the ramp ends at --lr on the last step
+            print(f"  note: --warmup-epochs {cfg.warmup_epochs:g} is {_steps(asked)} here, "
+                  f"{'longer than' if asked > total else 'as long as'} the run ({_steps(total)}), so warm-up takes "
+                  f"the whole run: the learning rate ramps up to --lr {cfg.lr:g} at its last step and never decays; "
+                  "lower --warmup-epochs for a cosine decay")
         if stale:
             print(f"  removed {len(stale)} partial checkpoint file(s) left by a process killed while saving")
         if per_process_bn:
@@ -321,7 +323,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
         summary_["resumed"] = meta["resumes"]
     metrics = {"command": "pretrain", "config": cfg.to_dict(), "environment": runs.environment(),
                "train": summary_,
-               "skipped_files": {"count": len(train_set.skipped), "files": train_set.skipped[:100]}}
+               "skipped_files": skipped_files(eval_splits or {"train": train_set})}
     if window:
         metrics["window"] = list(window)
     if start_weights:

@@ -314,6 +314,14 @@ def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[n
     return splits[split]
 
 
+def skipped_files(splits: dict[str, ImageSet]) -> dict:
+    """metrics.json's ``skipped_files``: the unreadable files a command left out (``--on-bad-file skip``) over every
+    split it read, counted per split; ``files`` names the first 100."""
+    files = [f for data in splits.values() for f in data.skipped]
+    return {"count": len(files), "by_split": {name: len(data.skipped) for name, data in splits.items()},
+            "files": files[:100]}
+
+
 def load_split(spec: str, split: str = "train", image_size: int = 32, channels: int = 0,
                val_fraction: float = 0.1, data_mode: str = "auto", memory_limit_gb: float = 4.0,
                progress: bool = True, on_bad_file: str = "error", window="auto") -> ImageSet:

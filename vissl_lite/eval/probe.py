@@ -15,7 +15,8 @@ from vissl_lite import runs
 from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, atomic_write_text, config_from_dict, label_choice
-from vissl_lite.data import ImageSet, channel_note, label_subset, load_split
+from vissl_lite.data import ImageSet, channel_note, data_name, label_subset, load_split, skipped_files
+from vissl_lite.data.datasets import absolute_spec
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
@@ -33,6 +34,10 @@ def load_eval_splits(cfg: RunConfig, channels: int, train: ImageSet | None = Non
         layout = f" ({train.layout})" if train.layout else ""
         raise ValueError(f"--data {cfg.data} has no labels, so there is nothing to evaluate on{layout}"
                          + ("" if pretraining else "; pass labeled data with --data"))
+    if not train.multilabel and train.num_classes < 2:  # every probe would score 100% by answering that class
+        named = f" ('{train.class_names[0]}')" if train.class_names else ""
+        raise ValueError(f"--data {cfg.data} has one class{named}, so there is nothing to classify"
+                         + ("" if pretraining else "; pass data with at least 2 classes with --data"))
     splits = {"train": train}
     for split in ("val", "test"):
         splits[split] = load_split(cfg.data, split, cfg.image_size, channels, cfg.val_fraction, cfg.data_mode,
@@ -303,7 +308,8 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     Args:
         checkpoint: run folder or checkpoint file.
         data: labeled data to probe on (default: the data the run was pretrained on).
-        out: folder for metrics.json (default: ``<run>/linear_probe``).
+        out: folder for metrics.json (default: ``<run>/linear_probe``, or ``<run>/linear_probe_<data name>`` for
+            ``data`` other than the run's own, so evaluations on other data do not replace each other).
         baseline: also probe the random-init backbone.
         **overrides: probe settings (probe_epochs, probe_lrs, probe_batch_size, progress, ...).
 
@@ -322,7 +328,10 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     runs.check_split_fraction(checkpoint, ckpt["config"], data, overrides.get("val_fraction"))
     cfg = config_from_dict(cfg.to_dict() | overrides | label_choice(overrides) | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
-    out_dir = Path(out) if out else run_dir / command.replace("-", "_")
+    default = command.replace("-", "_")
+    if data and absolute_spec(str(data)) != absolute_spec(str(ckpt["config"].get("data"))):
+        default += f"_{data_name(str(data))}"  # other data: beside the run's own result, not over it
+    out_dir = Path(out) if out else run_dir / default
     runs.check_out_folder(out_dir, command)
     features: dict = {}
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
@@ -336,7 +345,8 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     metrics = {
         "command": command, "checkpoint": str(runs.find_checkpoint(checkpoint)), "step": ckpt["step"],
         "config": cfg.to_dict(), "environment": runs.environment(), "eval": results,
-        "class_names": splits["train"].class_names, "timing": {"total_s": round(time.time() - t0, 2)},
+        "class_names": splits["train"].class_names, "skipped_files": skipped_files(splits),
+        "timing": {"total_s": round(time.time() - t0, 2)},
     }
     write_metrics(out_dir, metrics)
     from vissl_lite.eval.report import write_report

@@ -229,11 +229,17 @@ def _training_line(train: dict, batch_size) -> str:
             f"images{several}, {train['seconds']} s, final loss {train['final_loss']}")
 
 
+# The pictures write_report draws beside report.md (each only when its results are there)
+REPORT_PNGS = ("label_efficiency.png", "confusion_matrix.png", "embedding.png", "finetune_curves.png")
+
+
 def write_report(out: Path, metrics: dict, features: dict | None = None, finetune_logs: dict | None = None,
                  train_curves: Path | None = None) -> Path:
     """Write ``<out>/report.md`` (and its PNGs) for one command's metrics.json content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_PNGS:  # an earlier report's pictures that this one may not draw (e.g. one label regime now)
+        (out / name).unlink(missing_ok=True)
     ev = metrics.get("eval", {})
     cfg = metrics.get("config", {})
     env = metrics.get("environment", {})
