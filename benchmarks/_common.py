@@ -18,18 +18,31 @@ SHARED_DATA = Path(os.environ.get("VISSL_LITE_DATA") or Path(__file__).resolve()
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{_cpu_model()} ({platform.machine()}) CPU, {os.cpu_count()} cores{_memory()}"
+    info = _cpuinfo()
+    family = f", family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else ""
+    return f"{_cpu_model()} ({platform.machine()}{family}) CPU, {os.cpu_count()} cores{_memory()}"
+
+
+def _cpuinfo() -> dict:
+    """The first processor's block of /proc/cpuinfo ({} where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k.strip()}
 
 
 def _cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (platform.processor() is empty on Linux), so two VMs can be told apart."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU's name from /proc/cpuinfo (platform.processor() is empty on Linux). VMs may all say 'AMD EPYC', so
+    :func:`machine` adds the family and model (e.g. 25 for Zen 3/4, 26 for Zen 5) to tell them apart."""
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def cpu_features() -> dict:
+    """What decides CPU kernel speed: torch's vector ISA and the matrix/bf16 extensions the CPU reports."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **{f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16")}}
 
 
 def _memory() -> str:
@@ -48,8 +61,9 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=here).stdout.strip() or None
-        # results files are what a benchmark writes: a second run in the same tree is not "dirty" code
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+        # the whole tree (the package is what most benchmarks time), less the results files a benchmark writes: a
+        # second run in the same tree is not "dirty" code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
                                 ":(top,exclude)benchmarks/results"], capture_output=True, text=True,
                                cwd=here).stdout.strip()
         sha = f"{sha}+dirty" if sha and dirty else sha
@@ -57,6 +71,8 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         sha = None
     env = {"machine": machine(device), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "git_sha": sha}
+    if device.type == "cpu":
+        env["cpu_features"] = cpu_features()
     for name in ("torchvision", "timm", "kornia", *packages):
         try:
             env[name] = importlib.import_module(name).__version__

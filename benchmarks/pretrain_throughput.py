@@ -42,7 +42,7 @@ order (ours, lightly, lightly_keep_freed, then the reverse), each process doing 
 how users run each tool: ours holds the heap setting for the whole measurement, as ``run_loop`` holds it for a
 whole run, and lightly starts from glibc's untouched state. Writes pretrain_throughput_<device>_processes.json; for
 SimCLR it is the ``simclr_throughput_vs_lightly`` headline (the one-process ratio kept beside it as
-``ratio_one_process`` when pretrain_throughput_<device>.json is there).
+``ratio_one_process`` when pretrain_throughput_<device>.json is there and was measured on the same machine).
 
 ``--compile`` adds a third pipeline to each job, ours with ``--compile`` (the model's forward and backward through
 torch.compile; the warm-up absorbs the compile), and writes pretrain_throughput_<device>_compile.json instead,
@@ -421,7 +421,9 @@ def main() -> None:
         if args.processes:  # the one-process run's ratio for the same job, when there is one, beside it
             one_process = path.with_name(f"pretrain_throughput_{device.type}.json")
             if one_process.exists():
-                row = json.loads(one_process.read_text())["results"].get(headline)
+                saved = json.loads(one_process.read_text())
+                same = saved.get("environment", {}).get("machine") == env["machine"]  # a ratio of another VM's
+                row = saved["results"].get(headline) if same else None
                 if row:
                     entry["ratio_one_process"] = round(row["ratio_vs_lightly"], 2)
                     entry["source_one_process"] = one_process.name
