@@ -61,11 +61,11 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=here).stdout.strip() or None
-        # the whole tree (the package is what most benchmarks time), less the results files a benchmark writes: a
-        # second run in the same tree is not "dirty" code
+        # the whole tree (the package is what most benchmarks time), less the results files a benchmark writes (a
+        # second run in the same tree is not "dirty" code) and prose (a README being written up beside a run)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                ":(top,exclude)benchmarks/results"], capture_output=True, text=True,
-                               cwd=here).stdout.strip()
+                                ":(top,exclude)benchmarks/results", ":(top,exclude,glob)**/*.md"],
+                               capture_output=True, text=True, cwd=here).stdout.strip()
         sha = f"{sha}+dirty" if sha and dirty else sha
     except OSError:
         sha = None
