@@ -135,3 +135,24 @@ def test_one_class_csv_is_not_scored(tmp_path, capsys):
     assert "evaluation skipped: --data" in out and "has one class ('normal'), so there is nothing to classify" in out
     assert main(["linear-probe", "--checkpoint", str(run), "--no-progress"]) == 2
     assert "pass data with at least 2 classes with --data" in capsys.readouterr().err
+
+
+def test_transfer_refuses_one_class_data_before_pretraining(tmp_path, npz_gray):
+    """transfer scores classifiers on --data: one class is refused up front, not after pretraining."""
+    from vissl_lite.cli import main
+
+    names = _images(tmp_path / "imgs", 8)
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label"] + [f"imgs/{n},normal" for n in names]))
+    with np.load(npz_gray) as z:
+        arrays = dict(z)
+    arrays["train_labels"] = np.zeros_like(arrays["train_labels"])  # (N, 1) codes, all class 0
+    np.savez(tmp_path / "one.npz", **arrays)
+    from vissl_lite.config import ConfigError
+    from vissl_lite.eval.transfer import transfer
+
+    for data, named in ((tmp_path / "labels.csv", "'normal'"), (tmp_path / "one.npz", "'0'")):
+        with pytest.raises(ConfigError) as refused:
+            transfer(str(data), out=str(tmp_path / "t"))
+        assert f"has one class ({named}) in its train split, so there is nothing to classify" in str(refused.value)
+        assert not (tmp_path / "t").exists()  # refused before any pretraining
+        assert main(["transfer", "--data", str(data), "--out", str(tmp_path / "t")]) == 2

@@ -163,6 +163,19 @@ def test_evaluation_on_other_data_lands_beside_the_runs_own(gray_run, tmp_path, 
         assert m["command"] == command and m["config"]["data"] == str(other)
         assert f"-> {folder}" in capsys.readouterr().out
     assert own.read_bytes() == before
+    # the run's own data spelled another way is the run's own; other data of the same name gets its own folder
+    data = json.loads(own.read_text())["config"]["data"]
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--data", f"npz:{data}", "--probe-epochs", "2",
+                 "--no-progress"]) == 0
+    assert f"-> {gray_run / 'linear_probe'}\n" in capsys.readouterr().out
+    namesake = tmp_path / "elsewhere" / "second.npz"
+    namesake.parent.mkdir()
+    shutil.copy(other, namesake)
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--data", str(namesake), "--probe-epochs", "2",
+                 "--no-progress"]) == 0
+    (folder,) = [f for f in gray_run.glob("linear_probe_second-*")]
+    assert json.loads((folder / "metrics.json").read_text())["config"]["data"] == str(namesake)
+    assert json.loads((gray_run / "linear_probe_second" / "metrics.json").read_text())["config"]["data"] == str(other)
 
 
 def test_linear_probe_and_knn_reports(gray_run):
@@ -180,6 +193,11 @@ def test_linear_probe_and_knn_reports(gray_run):
     assert not (gray_run / "linear_probe" / "label_efficiency.png").exists()
     assert "label_efficiency.png" not in (gray_run / "linear_probe" / "report.md").read_text()
     assert (gray_run / "linear_probe" / "confusion_matrix.png").is_file()
+    # a picture of the same name that no report here linked is not the report's to remove
+    (gray_run / "linear_probe" / "report.md").write_text("a report that links no picture\n")
+    (gray_run / "linear_probe" / "finetune_curves.png").write_bytes(b"someone else's picture")
+    assert main(["linear-probe", "--checkpoint", str(gray_run), "--probe-epochs", "3", "--no-progress"]) == 0
+    assert (gray_run / "linear_probe" / "finetune_curves.png").read_bytes() == b"someone else's picture"
     assert main(["knn", "--checkpoint", str(gray_run), "--labels-per-class", "2,4", "--seeds", "2", "--knn-k", "3",
                  "--no-progress"]) == 0
     rows = json.loads((gray_run / "knn" / "metrics.json").read_text())["eval"]["table"]

@@ -297,7 +297,7 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     monitor = None
     if cfg.knn_every and main:
         if skip_reason:
-            print("  note: --knn-every is off: the run has no labeled splits to monitor")
+            print("  note: --knn-every is off: the run has no labeled splits it can score (the note above says why)")
         elif eval_splits["train"].multilabel:
             print("  note: --knn-every is off: kNN classifies single-label data and these labels are multi-label "
                   "(the probe reports mean AUROC and mAP)")

@@ -136,6 +136,16 @@ def absolute_spec(spec: str) -> str:
     return os.path.abspath(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
+def same_data(a: str, b: str) -> bool:
+    """Whether two specs read the same data: the same format and the same file or folder, however spelled (a format
+    prefix or not, relative or absolute, through a symlink). Specs that no longer resolve compare as written."""
+    try:
+        (fa, la), (fb, lb) = parse_spec(a), parse_spec(b)
+    except DataError:
+        return absolute_spec(a) == absolute_spec(b)
+    return fa == fb and os.path.realpath(la) == os.path.realpath(lb)
+
+
 def data_signature(spec: str) -> str:
     """A short hash of the names, sizes and modification times of the files ``spec`` reads (for a folder or a
     labels CSV: the image files it lists, and the CSV itself), without decoding any: equal for data left as it
@@ -375,6 +385,26 @@ def has_labels(spec: str) -> bool:
     if fmt == "npz":  # the archive's member names: its arrays may be gigabytes
         return "train_labels" in readers.npz_keys(Path(loc))
     return _read_arrays(fmt, loc)["train"][1] is not None  # MNIST-format idx: small
+
+
+def single_class(spec: str) -> str | None:
+    """The one class of a single-label ``spec`` whose training labels are all the same ('' when it has no name),
+    else None; from file listings and the label array alone (no image is decoded), so a command that scores
+    classifiers can refuse such data before any training. Multi-label data is never one class here."""
+    fmt, loc = parse_spec(spec)
+    if fmt in ("folder", "csv"):
+        _, labels, names = readers.read_tree(Path(loc))["train"]
+    elif fmt == "npz" and "train_labels" in readers.npz_keys(Path(loc)):
+        with np.load(loc, allow_pickle=False) as z:
+            labels, names = np.asarray(z["train_labels"]), []
+        labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels  # (N, 1) class codes
+    else:
+        return None
+    codes = np.unique(labels[labels >= 0]) if labels.ndim == 1 else np.array([])
+    if len(codes) != 1:
+        return None
+    code = int(codes[0])
+    return names[code] if code < len(names) else str(code)
 
 
 def carves_splits(spec: str) -> bool:

@@ -3,6 +3,7 @@ initialisation. Features are extracted once per backbone and split, and shared b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from vissl_lite.augment import EvalView
 from vissl_lite.backbones import feature_pooling, in_chans_of
 from vissl_lite.config import RunConfig, atomic_write_text, config_from_dict, label_choice
 from vissl_lite.data import ImageSet, channel_note, data_name, label_subset, load_split, skipped_files
-from vissl_lite.data.datasets import absolute_spec
+from vissl_lite.data.datasets import absolute_spec, same_data
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.knn import knn_eval, knn_protocol
 from vissl_lite.eval.linear_probe import fit_linear_probe, protocol_text
@@ -297,7 +298,7 @@ def knn(checkpoint: str | Path, data: str | None = None, out: str | Path | None 
         baseline: bool = True, **overrides) -> dict:
     """Weighted kNN on a pretrained run's frozen features; the Python twin of ``vissl-lite knn``. Same arguments as
     :func:`linear_probe`; overrides may set knn_k and knn_temperature. Writes ``<out>/metrics.json``
-    (default ``<run>/knn``)."""
+    (default ``<run>/knn``, or ``<run>/knn_<data name>`` for other ``data``)."""
     return evaluate_run("knn", checkpoint, data, out, device, baseline, **overrides)
 
 
@@ -328,10 +329,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     runs.check_split_fraction(checkpoint, ckpt["config"], data, overrides.get("val_fraction"))
     cfg = config_from_dict(cfg.to_dict() | overrides | label_choice(overrides) | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
-    default = command.replace("-", "_")
-    if data and absolute_spec(str(data)) != absolute_spec(str(ckpt["config"].get("data"))):
-        default += f"_{data_name(str(data))}"  # other data: beside the run's own result, not over it
-    out_dir = Path(out) if out else run_dir / default
+    out_dir = Path(out) if out else run_dir / default_eval_folder(command, run_dir, data, ckpt["config"].get("data"))
     runs.check_out_folder(out_dir, command)
     features: dict = {}
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
@@ -355,6 +353,24 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     print(summary(metrics))
     print(f"  report: {report}")
     return metrics
+
+
+def default_eval_folder(command: str, run_dir: Path, data: str | None, own: str | None) -> str:
+    """The folder name inside the run where ``command`` writes by default: ``linear_probe`` (or ``knn``) for the
+    run's own data; ``linear_probe_<data name>`` for other data, so that evaluations on other data land beside the
+    run's own result, not over it, with a short hash of the data's path added when that name already holds the
+    result of other data of the same name."""
+    base = command.replace("-", "_")
+    if not data or same_data(str(data), str(own)):
+        return base
+    name = f"{base}_{data_name(absolute_spec(str(data))) or 'data'}"
+    try:
+        held = json.loads((run_dir / name / "metrics.json").read_text())["config"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
+    if same_data(str(held), str(data)):
+        return name
+    return f"{name}-{hashlib.sha1(absolute_spec(str(data)).encode()).hexdigest()[:6]}"
 
 
 def write_metrics(out_dir: Path, metrics: dict) -> Path:

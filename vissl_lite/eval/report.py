@@ -238,8 +238,12 @@ def write_report(out: Path, metrics: dict, features: dict | None = None, finetun
     """Write ``<out>/report.md`` (and its PNGs) for one command's metrics.json content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in REPORT_PNGS:  # an earlier report's pictures that this one may not draw (e.g. one label regime now)
-        (out / name).unlink(missing_ok=True)
+    # the pictures the earlier report here showed, which this one may not draw (e.g. one label regime now); only
+    # those it linked, so a PNG of the same name that is not ours stays
+    earlier = (out / "report.md").read_text(errors="replace") if (out / "report.md").is_file() else ""
+    for name in REPORT_PNGS:
+        if f"]({name})" in earlier:
+            (out / name).unlink(missing_ok=True)
     ev = metrics.get("eval", {})
     cfg = metrics.get("config", {})
     env = metrics.get("environment", {})

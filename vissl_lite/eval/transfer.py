@@ -90,12 +90,15 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
         if not (key == "label_fraction" and overrides.get("labels_per_class")):  # the other way to choose
             overrides.setdefault(key, value)
     # everything that can be checked before hours of pretraining is checked here
-    from vissl_lite.data.datasets import has_labels, parse_spec
+    from vissl_lite.data.datasets import has_labels, parse_spec, single_class
 
     if not has_labels(data):
         raise ConfigError(f"--data {data} has no labels, and transfer evaluates on it; give labeled data as --data "
                           "(a folder with its images directly in two or more class subfolders, a labels CSV, an npz "
                           "with train_labels) and unlabeled images as --pretrain-data")
+    if (one := single_class(data)) is not None:
+        raise ConfigError(f"--data {data} has one class{f' ({one!r})' if one else ''} in its train split, so there "
+                          "is nothing to classify; transfer evaluates on --data: give data with at least 2 classes")
     if pretrain_data:
         parse_spec(pretrain_data, "--pretrain-data")
     # keys and value types only: the recipe they complete (the checkpoint's architecture, a medical preset's
