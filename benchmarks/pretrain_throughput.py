@@ -25,7 +25,9 @@ augmentation (ours, on the main device), forward, backward, optimizer step. Thro
 timed steps after warm-up (which also starts the workers), mean and std over repeats, pipelines interleaved per
 repeat so that drift on the machine hits both alike. On CUDA the breakdown comes from a separate pass with a
 synchronize at each phase boundary; the throughput passes have none. Writes
-benchmarks/results/pretrain_throughput_<device>.json and the ``simclr_throughput_vs_lightly`` entry of summary.json.
+benchmarks/results/pretrain_throughput_<device>.json and the ``simclr_throughput_vs_lightly`` entry of summary.json
+(when that entry comes from ``--processes``, below, this run only adds ``ratio_one_process`` to it, on the same
+machine).
 
 Ours steps inside ``runs.keep_freed_memory``, as ``vissl-lite pretrain`` does on the CPU: glibc keeps freed memory
 in the heap instead of unmapping each large tensor and page-faulting it back in at the next step. lightly's
@@ -64,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import environment, load_cifar, machine, update_summary, write_result
+from _common import RESULTS, environment, load_cifar, machine, update_summary, write_result
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -427,7 +429,18 @@ def main() -> None:
                 if row:
                     entry["ratio_one_process"] = round(row["ratio_vs_lightly"], 2)
                     entry["source_one_process"] = one_process.name
-        update_summary({key: entry})
+        held = json.loads((RESULTS / "summary.json").read_text()).get(key, {}) \
+            if (RESULTS / "summary.json").is_file() else {}
+        if not args.processes and str(held.get("mode", "")).startswith("separate processes"):
+            # the headline comes from separate processes: a one-process run only adds its ratio beside it, on the
+            # same machine, and never replaces it
+            if held.get("machine") == entry["machine"]:
+                update_summary({key: held | {"ratio_one_process": entry["ratio"], "source_one_process": path.name}})
+            else:
+                print(f"note: summary.json's {key} is a separate-processes headline from another machine; left as "
+                      "it is", flush=True)
+        else:
+            update_summary({key: entry})
     print(f"\n{'job':<14} {'ours (img/s)':>16} {'lightly (img/s)':>16} {'ratio':>6} {'ratio*':>6}   "
           "ours: data/aug/fwd/bwd/step %   lightly: data/fwd/bwd/step %")
     for name, row in results.items():
