@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -170,7 +171,7 @@ def main() -> None:
                           device=str(device), progress=False, knn_k=[20], **RECIPE)
         train_set = load_split(cfg.data, "train", cfg.image_size, progress=False)
         eval_splits = load_eval_splits(cfg, train_set.channels)
-        row = {"seed": seed, "git_sha": env["git_sha"]}
+        row = {"seed": seed, "git_sha": env["git_sha"], "machine": env["machine"]}
         # alternate which side goes first with the seed, so slow drift on the machine does not favour one
         order = ("vissl_lite", "lightly") if seed % 2 == 0 else ("lightly", "vissl_lite")
         for side in order:
@@ -221,7 +222,11 @@ def main() -> None:
            "runs": runs_by_seed, "summary": summary, "wall_s": round(time.time() - t0, 1)}
     path = write_result(f"equal_budget_quality_{device.type}.json", out)
     key = "probe_top1_delta_vs_lightly_equal_budget" + ("" if device.type == "cpu" else f"_{device.type}")
-    update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": machine(device),
+    # seeds added over several sessions may come from several VMs: name this one only when every row is its
+    machines = {r.get("machine") for r in runs_by_seed}
+    where = machine(device) if machines == {env["machine"]} else \
+        f"several {os.cpu_count()}-core VMs (each row's machine in runs[].machine, where recorded)"
+    update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": where,
                           "standard_error": None if sem is None else round(sem, 2),
                           "data": Path(args.data).stem, "minutes": args.minutes, "seeds": len(deltas),
                           "source": path.name}})
