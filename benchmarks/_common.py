@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -23,8 +24,9 @@ def machine(device: torch.device) -> str:
     return f"{_cpu_model()} ({platform.machine()}{family}) CPU, {os.cpu_count()} cores{_memory()}"
 
 
+@functools.cache
 def _cpuinfo() -> dict:
-    """The first processor's block of /proc/cpuinfo ({} where there is none)."""
+    """The first processor's block of /proc/cpuinfo ({} where there is none), read once per process."""
     try:
         text = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:

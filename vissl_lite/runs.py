@@ -317,7 +317,7 @@ def check_split_fraction(run: str | Path, saved: dict, data: str | None, val_fra
     fraction decides which images are carved from train as val (and, for folders and CSVs without a test split,
     test), so another one would put images the backbone was pretrained on into them."""
     from vissl_lite.config import ConfigError
-    from vissl_lite.data.datasets import absolute_spec, carves_splits
+    from vissl_lite.data.datasets import carves_splits, same_data
 
     then = saved.get("val_fraction", 0.1)
     try:
@@ -325,7 +325,7 @@ def check_split_fraction(run: str | Path, saved: dict, data: str | None, val_fra
             return
     except ValueError:  # not a number: the config's own validation names it
         return
-    same = data is None or absolute_spec(str(data)) == absolute_spec(str(saved.get("data")))
+    same = data is None or same_data(str(data), str(saved.get("data")))
     if same and carves_splits(str(saved.get("data"))):
         raise ConfigError(f"--val-fraction {val_fraction}: {run} was pretrained on {saved.get('data')} with "
                           f"--val-fraction {then}, which decides the images carved from its train split for "
