@@ -1,14 +1,16 @@
 """Does our SimCLR's probe top-1 on PneumoniaMNIST fall with more training steps? A follow-up to the equal-budget
 benchmark, whose 28 seeds showed ours' top-1 lower on the faster VM (about 1,080 steps in 4 minutes) than on the
 slower one (about 700), while lightly's did not. Budgets here are step counts, so the machine's speed and load do
-not matter: for each seed, vissl_lite's pipeline with the equal-budget recipe (``equal_budget_quality.RECIPE``,
+not matter: for each seed, one side's pipeline with the equal-budget recipe (``equal_budget_quality.RECIPE``,
 schedule over the fraction of steps) trains once for each step count, then the same linear probe and kNN.
+``--side lightly`` runs the lightly pipeline of the equal-budget benchmark instead of ours, to tell whether a
+change with the step count belongs to our views or to training longer on this data.
 
     python benchmarks/step_count_quality.py [--data ../shared/data/pneumoniamnist/pneumoniamnist.npz]
-        [--steps 700,1100] [--seeds 0,1,2]
+        [--steps 700,1100] [--seeds 0,1,2] [--side vissl_lite|lightly]
 
-Writes benchmarks/results/step_count_quality_<device>.json: every run, the mean per step count and the paired
-deltas (each step count minus the first) with their standard errors.
+Writes benchmarks/results/step_count_quality_<device>.json (``_lightly`` added for the lightly side): every run,
+the mean per step count and the paired deltas (each step count minus the first) with their standard errors.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--steps", default="700,1100", help="comma list of step budgets; deltas are against the first")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--side", default="vissl_lite", choices=("vissl_lite", "lightly"),
+                   help="whose pipeline trains (the probe is vissl_lite's on both)")
+    p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -53,8 +58,8 @@ def main() -> None:
         eval_splits = load_eval_splits(cfg, train_set.channels)
         row = {"seed": seed}
         for n in budgets if seed % 2 == 0 else budgets[::-1]:  # alternate the order with the seed
-            print(f"seed {seed}: {n} steps ...", flush=True)
-            r = run_side("vissl_lite", cfg, train_set, eval_splits, 0.0, 0, device, max_steps=n)
+            print(f"seed {seed}, {args.side}: {n} steps ...", flush=True)
+            r = run_side(args.side, cfg, train_set, eval_splits, 0.0, args.workers, device, max_steps=n)
             row[str(n)] = r
             print(f"  probe top-1 {r['linear_probe_top1']:.2f}, AUROC {r['linear_probe_auroc']:.2f}, "
                   f"kNN {r['knn_top1']:.2f} ({r['train']['seconds']:.0f} s)", flush=True)
@@ -82,11 +87,12 @@ def summarise(runs: list, budgets: list, args, env: dict, device, t0: float) -> 
             sem = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None
             deltas[str(n)][k] = {"mean": statistics.mean(d), "sem": sem, "seeds": len(d)}
     out = {"benchmark": "step_count_quality", "device": device.type, "environment": env,
-           "config": {"data": Path(args.data).name, "image_size": args.image_size, "steps": budgets,
+           "config": {"side": args.side, "data": Path(args.data).name, "image_size": args.image_size, "steps": budgets,
                       "recipe": RECIPE, "lr_schedule": "5% warm-up, cosine over the steps",
                       "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs, "summary": summary, "paired_deltas_vs_first": deltas, "wall_s": round(time.time() - t0, 1)}
-    path = write_result(f"step_count_quality_{device.type}.json", out)
+    suffix = "" if args.side == "vissl_lite" else f"_{args.side}"
+    path = write_result(f"step_count_quality_{device.type}{suffix}.json", out)
     return summary, deltas, path
 
 
