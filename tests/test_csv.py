@@ -50,6 +50,10 @@ BAD_CSVS = [  # (content, what the error must say): the file, line and column a 
     ("path,label\n\nim0.png,a\nim1.png,\nim2.png,b\n", "no value in label column 'label', first on line 4"),
     ("path,effusion,nodule\nim0.png,1,0\nim1.png,-1,1\n", r"line 3, column 'effusion': '-1' is not 0 or 1.*uncertain"),
     ("path,label\nim0.png,0\nim1.png,-1\n", "negative"),
+    ("path,label\nim0.png,0\nim1.png,1\nim2.png,a\n", r"label column 'label' mixes integer codes \(0, 1\) with "
+     r"other values \(a; first on line 4\)"),
+    ("path,label\nim0.png,1\nim1.png,1.0\nim2.png,0\n",
+     r"integer codes \(0, 1\) with other values \(1.0; first on line 3"),
     ("path,label\nim0.png,a\n,b\n", "line 3 has no path"),
     ("path,label\nim0.png\n", "line 2 has 1 cells for 2 columns"),
     ("path,label\nim0.png,a\nim1.png,b\n./im0.png,b\n", r"lists ./im0.png twice \(lines 2 and 4\)"),
@@ -156,3 +160,23 @@ def test_transfer_refuses_one_class_data_before_pretraining(tmp_path, npz_gray):
         assert f"has one class ({named}) in its train split, so there is nothing to classify" in str(refused.value)
         assert not (tmp_path / "t").exists()  # refused before any pretraining
         assert main(["transfer", "--data", str(data), "--out", str(tmp_path / "t")]) == 2
+
+
+def test_csv_without_split_rows_says_what_was_carved(tmp_path):
+    """A CSV with no val/test rows has them carved from train, and the note counts each, as a folder's does; a CSV
+    that gives every split has nothing to report."""
+    names = _images(tmp_path / "imgs", 40)
+    (tmp_path / "plain.csv").write_text("\n".join(["path,label"] + [f"imgs/{n},{'ab'[i % 2]}"
+                                                                     for i, n in enumerate(names)]))
+    splits = [load_split(str(tmp_path / "plain.csv"), s, 8, progress=False) for s in ("train", "val", "test")]
+    assert sum(map(len, splits)) == 40 and len(splits[1]) > 0 and len(splits[2]) > 0
+    assert splits[0].layout == (f"{tmp_path / 'plain.csv'} has no val or test rows (split column), so they are carved "
+                                f"from train: test {len(splits[2])} images (10%), val {len(splits[1])} images (10% "
+                                "of the rest)")
+    (tmp_path / "val.csv").write_text("\n".join(["path,label,split"] + [
+        f"imgs/{n},{'ab'[i % 2]},{'val' if i < 4 else 'train'}" for i, n in enumerate(names)]))
+    val_only = load_split(str(tmp_path / "val.csv"), "train", 8, progress=False)
+    assert "has no test rows" in val_only.layout and "val " not in val_only.layout.split(":")[-1]
+    (tmp_path / "all.csv").write_text("\n".join(["path,label,split"] + [
+        f"imgs/{n},{'ab'[i % 2]},{('val', 'test', 'train', 'train')[i % 4]}" for i, n in enumerate(names)]))
+    assert load_split(str(tmp_path / "all.csv"), "train", 8, progress=False).layout == ""

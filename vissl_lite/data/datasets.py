@@ -518,10 +518,16 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
 
 def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bool, carved: dict,
                    val_fraction: float) -> str:
-    """One line on how an image folder was read: which subfolders became classes and what was carved from train,
-    or why its subfolders are not classes. Empty for a CSV and for a flat folder of images."""
+    """One line on how an image folder or labels CSV was read: which subfolders became classes and what was carved
+    from train, or why its subfolders are not classes. For a CSV only what was carved; empty for a CSV with every
+    split and for a flat folder of images."""
+    rest = " of the rest" if "test" in carved else ""  # test is carved first, val from what test left
+    cut = [f"{n} {len(carved[n])} images ({val_fraction:.0%}{rest if n == 'val' else ''})"
+           for n in ("test", "val") if n in carved]
     if root.is_file():  # a labels CSV
-        return ""
+        missing = " or ".join(n for n in ("val", "test") if n in carved)
+        return f"{root} has no {missing} rows (split column), so they are carved from train: {', '.join(cut)}" \
+            if cut else ""
     base = root / "train" if (root / "train").is_dir() else root
     parts = [f.relative_to(base).parts for f in tree["train"][0]]
     depths = {len(p) for p in parts}
@@ -538,9 +544,6 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
         return (f"{base} is read as unlabeled: {why}, so folder names are not labels; every image trains{fix}"
                 if why else "")
     shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
-    rest = " of the rest" if "test" in carved else ""  # test is carved first, val from what test left
-    cut = [f"{n} {len(carved[n])} images ({val_fraction:.0%}{rest if n == 'val' else ''})"
-           for n in ("test", "val") if n in carved]
     return (f"{base} is read as labeled, one class per subfolder: {len(class_names)} classes ({shown})"
             + (f"; carved from train: {', '.join(cut)}" if cut else ""))
 

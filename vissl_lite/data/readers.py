@@ -598,7 +598,15 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         if blank:
             raise DataError(f"{path}: {len(blank)} row(s) have no value in label column '{label_cols[0]}', first "
                             f"on line {blank[0]}; give every row a label, or drop the unlabeled rows")
-        if all(v.lstrip("-").isdigit() for v in values):
+        coded = [v.lstrip("-").isdigit() for v in values]
+        if any(coded) and not all(coded):  # '0,1,a,b' or '1' beside '1.0': four classes where two were meant
+            name_row = next(r for r, c in zip(rows, coded) if not c)
+            ints = sorted({v for v, c in zip(values, coded) if c}, key=lambda v: int(v))[:3]
+            names = sorted({v for v, c in zip(values, coded) if not c})[:3]
+            raise DataError(f"{path}: label column '{label_cols[0]}' mixes integer codes ({', '.join(ints)}) with "
+                            f"other values ({', '.join(names)}; first on line {name_row['_line']}); write every "
+                            "label as a code (0, 1, ...) or every label as a class name")
+        if all(coded):
             labels = np.array([int(v) for v in values], dtype=np.int64)
             if labels.min() < 0:
                 raise DataError(f"{path}: label column '{label_cols[0]}' has negative integers; classes are 0, 1, ...")
