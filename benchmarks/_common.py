@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+# where results are written and read back; VISSL_LITE_RESULTS points a check run (gpu_suite.sh's QUICK) elsewhere
+RESULTS = Path(os.environ.get("VISSL_LITE_RESULTS") or Path(__file__).parent / "results")
 # the datasets folder: $VISSL_LITE_DATA, else ../shared/data beside the checkout (this project's layout)
 SHARED_DATA = Path(os.environ.get("VISSL_LITE_DATA") or Path(__file__).resolve().parents[2] / "shared/data")
 
@@ -71,6 +72,8 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         sha = f"{sha}+dirty" if sha and dirty else sha
     except OSError:
         sha = None
+    # a copy of the tree without .git (a lent GPU machine): gpu_prepare.sh wrote the SHA down before it travelled
+    sha = sha or os.environ.get("VISSL_LITE_GIT_SHA") or None
     env = {"machine": machine(device), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "git_sha": sha}
     if device.type == "cpu":

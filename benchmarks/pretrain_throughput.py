@@ -329,7 +329,7 @@ def measure_processes(job: str, precision: str, device, args) -> dict:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--jobs", job, "--precision",
                    precision, "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats",
                    str(args.repeats), "--workers", str(args.workers), "--images", str(args.images),
-                   "--device", str(device)]
+                   "--batch-size", str(args.batch_size), "--device", str(device)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
@@ -354,6 +354,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
     p.add_argument("--images", type=int, default=8192)
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="images per step for every job, both sides (0: each job's own, as listed above); a GPU "
+                        "wants more than the CPU-sized 128")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time ours with --compile (a third pipeline)")
     p.add_argument("--processes", type=int, default=0, metavar="N",
@@ -370,6 +373,10 @@ def main() -> None:
         p.error("the lightly package is the baseline here and is not installed: pip install -e \".[bench]\"")
     if args.processes < 0 or (args.processes and args.compile):
         p.error("--processes takes a number of rounds >= 1 (0: one process) and does not combine with --compile")
+    if args.batch_size < 0 or args.batch_size > args.images:
+        p.error(f"--batch-size {args.batch_size}: give 1 to --images ({args.images}), or 0 for each job's own")
+    for job in JOBS.values() if args.batch_size else ():
+        job["batch_size"] = args.batch_size
     device = torch.device(args.device)
     t0 = time.time()
     if args.one:
@@ -407,15 +414,20 @@ def main() -> None:
            "results": results, "wall_s": round(time.time() - t0, 1)}
     full = args.jobs == p.get_default("jobs") and args.precision == p.get_default("precision")
     part = "" if full else f"_{args.jobs.replace(',', '+')}_{args.precision.replace(',', '+')}"  # a partial run
+    part += f"_batch{args.batch_size}" if args.batch_size else ""  # never replaces the jobs' own batch sizes
     mode = "_compile" if args.compile else "_processes" if args.processes else ""
     path = write_result(f"pretrain_throughput_{device.type}{mode}{part}.json", out)
-    if not args.compile and ("simclr_fp32" in results or "simclr_bf16" in results):
+    # the CPU headline is the jobs' own batch; on a GPU the entry names its batch (the last run's stands)
+    if not args.compile and not (args.batch_size and device.type == "cpu") and \
+            ("simclr_fp32" in results or "simclr_bf16" in results):
         key = "simclr_throughput_vs_lightly" + ("" if device.type == "cpu" else f"_{device.type}")
         headline = "simclr_fp32" if device.type == "cpu" else "simclr_bf16"  # each device's default precision
         if headline not in results:  # only the other precision ran: it is the one there is
             headline = "simclr_fp32" if headline == "simclr_bf16" else "simclr_bf16"
         entry = {"ratio": round(results[headline]["ratio_vs_lightly"], 2), "machine": machine(device),
-                 "precision": headline.split("_")[1], "source": path.name}
+                 "precision": headline.split("_")[1], "source": path.name,
+                 "batch_size": results[headline]["batch_size"],
+                 "ours_images_per_s": round(results[headline]["vissl_lite"]["images_per_s"], 1)}
         other = "simclr_bf16" if headline == "simclr_fp32" else "simclr_fp32"
         if other in results:
             entry[f"ratio_{other.split('_')[1]}"] = round(results[other]["ratio_vs_lightly"], 2)
