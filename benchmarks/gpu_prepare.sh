@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes ready, on this machine, what benchmarks/gpu_suite.sh needs on a lent GPU machine, which can reach no package
 # registry and gets no ../shared/data:
-#   .whl/  the benchmark-only packages its image lacks (kornia, albumentations, lightly and their needs), as Python
-#          3.12 wheels at the versions installed here, so GPU and CPU results compare the same versions;
+#   .whl/  the benchmark-only packages its image lacks (kornia, albumentations, lightly and their needs) and timm,
+#          as Python 3.12 wheels at the versions installed here, so GPU and CPU results compare the same versions;
 #   .gpu/data/cifar10/cifar10.npz  the first 8,192 CIFAR-10 training images (what the benchmarks read);
 #   .gpu/git_sha  the commit (the copy that travels has no .git), "+dirty" when the code has uncommitted changes.
 # Both folders are git-ignored. Then one device call (about 25 MB travels):
@@ -15,10 +15,11 @@ data=${1:-${VISSL_LITE_DATA:-../shared/data}}
 cifar=$data/cifar10/cifar10.npz
 [ -f "$cifar" ] || { echo "gpu_prepare: $cifar not found; pass the datasets folder as DATA_DIR" >&2; exit 1; }
 
-# the installed versions of what the GPU image lacks (its own torch, torchvision, timm, numpy, opencv stay)
+# the installed versions of what the GPU image lacks, and timm at the version the CPU results used (its own torch,
+# torchvision, numpy and opencv stay)
 pins=$(python3 - <<'PY'
 import importlib.metadata as md
-names = ["kornia", "kornia_rs", "lightly", "albumentations", "albucore", "simsimd", "stringzilla", "pydantic",
+names = ["timm", "kornia", "kornia_rs", "lightly", "albumentations", "albucore", "simsimd", "stringzilla", "pydantic",
          "pydantic_core", "annotated_types", "typing_inspection", "typing_extensions"]
 missing = []
 for n in names:
