@@ -9,8 +9,9 @@ change with the step count belongs to our views or to training longer on this da
     python benchmarks/step_count_quality.py [--data ../shared/data/pneumoniamnist/pneumoniamnist.npz]
         [--steps 700,1100] [--seeds 0,1,2] [--side vissl_lite|lightly]
 
-Writes benchmarks/results/step_count_quality_<device>.json (``_lightly`` added for the lightly side): every run,
-the mean per step count and the paired deltas (each step count minus the first) with their standard errors.
+Writes benchmarks/results/step_count_quality_<device>.json (``_lightly`` added for the lightly side, then
+``--suffix``): every run, the mean per step count and the paired deltas (each step count minus the first) with
+their standard errors.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--side", default="vissl_lite", choices=("vissl_lite", "lightly"),
                    help="whose pipeline trains (the probe is vissl_lite's on both)")
     p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
+    p.add_argument("--suffix", default="", help="added to the results file's name, to keep an earlier run's file")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -91,8 +93,8 @@ def summarise(runs: list, budgets: list, args, env: dict, device, t0: float) -> 
                       "recipe": RECIPE, "lr_schedule": "5% warm-up, cosine over the steps",
                       "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs, "summary": summary, "paired_deltas_vs_first": deltas, "wall_s": round(time.time() - t0, 1)}
-    suffix = "" if args.side == "vissl_lite" else f"_{args.side}"
-    path = write_result(f"step_count_quality_{device.type}{suffix}.json", out)
+    side = "" if args.side == "vissl_lite" else f"_{args.side}"
+    path = write_result(f"step_count_quality_{device.type}{side}{args.suffix}.json", out)
     return summary, deltas, path
 
 
