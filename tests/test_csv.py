@@ -51,9 +51,11 @@ BAD_CSVS = [  # (content, what the error must say): the file, line and column a 
     ("path,effusion,nodule\nim0.png,1,0\nim1.png,-1,1\n", r"line 3, column 'effusion': '-1' is not 0 or 1.*uncertain"),
     ("path,label\nim0.png,0\nim1.png,-1\n", "negative"),
     ("path,label\nim0.png,0\nim1.png,1\nim2.png,a\n", r"label column 'label' mixes integer codes \(0, 1\) with "
-     r"other values \(a; first on line 4\)"),
-    ("path,label\nim0.png,1\nim1.png,1.0\nim2.png,0\n",
-     r"integer codes \(0, 1\) with other values \(1.0; first on line 3"),
+     r"other values \(a\); the first other value is on line 4"),
+    ("path,label\nim0.png,1\nim1.png,1.0\nim2.png,0\n", r"codes \(0, 1\) with other values \(1.0\); .* on line 3"),
+    ("path,label\nim0.png,cyst\nim1.png,3\nim2.png,tumour\n", r"codes \(3\) with other values \(cyst, tumour\); "
+     "the first code is on line 3"),
+    ("path,label\nim0.png,0\nim1.png,--1\nim2.png,1\n", r"other values \(--1\)"),  # not a code: no traceback
     ("path,label\nim0.png,a\n,b\n", "line 3 has no path"),
     ("path,label\nim0.png\n", "line 2 has 1 cells for 2 columns"),
     ("path,label\nim0.png,a\nim1.png,b\n./im0.png,b\n", r"lists ./im0.png twice \(lines 2 and 4\)"),

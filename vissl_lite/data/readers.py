@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import struct
 import zipfile
 import zlib
@@ -598,14 +599,15 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         if blank:
             raise DataError(f"{path}: {len(blank)} row(s) have no value in label column '{label_cols[0]}', first "
                             f"on line {blank[0]}; give every row a label, or drop the unlabeled rows")
-        coded = [v.lstrip("-").isdigit() for v in values]
+        coded = [re.fullmatch(r"-?[0-9]+", v) is not None for v in values]  # ASCII digits: int() takes them
         if any(coded) and not all(coded):  # '0,1,a,b' or '1' beside '1.0': four classes where two were meant
-            name_row = next(r for r, c in zip(rows, coded) if not c)
-            ints = sorted({v for v, c in zip(values, coded) if c}, key=lambda v: int(v))[:3]
+            stray = sum(coded) <= len(coded) / 2  # the rarer kind is the likely slip: point at its first row
+            line = next(r["_line"] for r, c in zip(rows, coded) if c == stray)
+            ints = sorted({v for v, c in zip(values, coded) if c}, key=int)[:3]
             names = sorted({v for v, c in zip(values, coded) if not c})[:3]
             raise DataError(f"{path}: label column '{label_cols[0]}' mixes integer codes ({', '.join(ints)}) with "
-                            f"other values ({', '.join(names)}; first on line {name_row['_line']}); write every "
-                            "label as a code (0, 1, ...) or every label as a class name")
+                            f"other values ({', '.join(names)}); the first {'code' if stray else 'other value'} is "
+                            f"on line {line}. Write every label as a code (0, 1, ...) or every label as a class name")
         if all(coded):
             labels = np.array([int(v) for v in values], dtype=np.int64)
             if labels.min() < 0:
