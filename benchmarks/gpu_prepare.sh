@@ -5,13 +5,14 @@
 #          as Python 3.12 wheels at the versions installed here, so GPU and CPU results compare the same versions;
 #   .gpu/data/cifar10/cifar10.npz  the first 8,192 CIFAR-10 training images (what the benchmarks read);
 #   .gpu/git_sha  the commit (the copy that travels has no .git), "+dirty" when the code has uncommitted changes.
-# Both folders are git-ignored. Then one device call (about 25 MB travels):
+# Both folders are git-ignored. Then one device call (about 40 MB travels):
 #   run  command="bash benchmarks/gpu_suite.sh"  carry=[".whl", ".gpu"]  timeout_s=590
+# and `python benchmarks/gpu_collect.py DIR` on the files that come back.
 #
 #   bash benchmarks/gpu_prepare.sh [DATA_DIR]   # DATA_DIR: the datasets folder [default: $VISSL_LITE_DATA or ../shared/data]
 set -euo pipefail
+data=$(realpath -m "${1:-${VISSL_LITE_DATA:-$(dirname "$0")/../../shared/data}}")  # before the cd: as the user wrote it
 cd "$(dirname "$0")/.."
-data=${1:-${VISSL_LITE_DATA:-../shared/data}}
 cifar=$data/cifar10/cifar10.npz
 [ -f "$cifar" ] || { echo "gpu_prepare: $cifar not found; pass the datasets folder as DATA_DIR" >&2; exit 1; }
 
@@ -46,7 +47,8 @@ with np.load(sys.argv[1]) as f:
                         train_labels=f["train_labels"][:8192])
 PY
 sha=$(git rev-parse --short HEAD)
-git status --porcelain --untracked-files=no -- ':(top)' ':(top,exclude)benchmarks/results' ':(top,exclude,glob)**/*.md' \
-    | grep -q . && sha="$sha+dirty"
+changed=$(git status --porcelain --untracked-files=no -- ':(top)' ':(top,exclude)benchmarks/results' \
+    ':(top,exclude,glob)**/*.md')
+[ -n "$changed" ] && sha="$sha+dirty"
 echo "$sha" > .gpu/git_sha
 echo "gpu_prepare: $(ls .whl | wc -l) wheels; .whl and .gpu hold $(du -shc .whl .gpu | tail -1 | cut -f1); commit $sha"

@@ -46,6 +46,11 @@ whole run, and lightly starts from glibc's untouched state. Writes pretrain_thro
 SimCLR it is the ``simclr_throughput_vs_lightly`` headline (the one-process ratio kept beside it as
 ``ratio_one_process`` when pretrain_throughput_<device>.json is there and was measured on the same machine).
 
+``--batch-size N`` sets every job's batch on both sides (a GPU wants more than the CPU-sized 128) and adds
+``_batchN`` to the file name, so the jobs' own batch sizes keep their files. On the CPU such a run leaves the
+summary.json headline alone (the CPU target is at the jobs' own batch); on a GPU the headline names its batch size,
+and the last run stands. A one-process ratio is put beside a separate-processes headline only at the same batch.
+
 ``--compile`` adds a third pipeline to each job, ours with ``--compile`` (the model's forward and backward through
 torch.compile; the warm-up absorbs the compile), and writes pretrain_throughput_<device>_compile.json instead,
 leaving summary.json (the default configuration's headline) alone.
@@ -438,7 +443,7 @@ def main() -> None:
                 saved = json.loads(one_process.read_text())
                 same = saved.get("environment", {}).get("machine") == env["machine"]  # a ratio of another VM's
                 row = saved["results"].get(headline) if same else None
-                if row:
+                if row and row.get("batch_size") == entry["batch_size"]:  # never a ratio at another batch
                     entry["ratio_one_process"] = round(row["ratio_vs_lightly"], 2)
                     entry["source_one_process"] = one_process.name
         held = json.loads((RESULTS / "summary.json").read_text()).get(key, {}) \
@@ -446,11 +451,12 @@ def main() -> None:
         if not args.processes and str(held.get("mode", "")).startswith("separate processes"):
             # the headline comes from separate processes: a one-process run only adds its ratio beside it, on the
             # same machine, and never replaces it
-            if held.get("machine") == entry["machine"]:
+            if held.get("machine") == entry["machine"] and held.get("batch_size", entry["batch_size"]) == \
+                    entry["batch_size"]:
                 update_summary({key: held | {"ratio_one_process": entry["ratio"], "source_one_process": path.name}})
             else:
-                print(f"note: summary.json's {key} is a separate-processes headline from another machine; left as "
-                      "it is", flush=True)
+                print(f"note: summary.json's {key} is a separate-processes headline from another machine or batch "
+                      "size; left as it is", flush=True)
         else:
             update_summary({key: entry})
     print(f"\n{'job':<14} {'ours (img/s)':>16} {'lightly (img/s)':>16} {'ratio':>6} {'ratio*':>6}   "

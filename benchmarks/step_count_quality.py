@@ -43,7 +43,8 @@ def main() -> None:
     p.add_argument("--side", default="vissl_lite", choices=("vissl_lite", "lightly"),
                    help="whose pipeline trains (the probe is vissl_lite's on both)")
     p.add_argument("--workers", type=int, default=2, help="lightly's DataLoader workers")
-    p.add_argument("--suffix", default="", help="added to the results file's name, to keep an earlier run's file")
+    p.add_argument("--suffix", default="",
+                   help="added to the results file's name (after a '_'), to keep an earlier run's file")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -94,7 +95,8 @@ def summarise(runs: list, budgets: list, args, env: dict, device, t0: float) -> 
                       "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs, "summary": summary, "paired_deltas_vs_first": deltas, "wall_s": round(time.time() - t0, 1)}
     side = "" if args.side == "vissl_lite" else f"_{args.side}"
-    path = write_result(f"step_count_quality_{device.type}{side}{args.suffix}.json", out)
+    suffix = f"_{args.suffix.lstrip('_')}" if args.suffix else ""
+    path = write_result(f"step_count_quality_{device.type}{side}{suffix}.json", out)
     return summary, deltas, path
 
 
