@@ -56,10 +56,8 @@ def _memory() -> str:
         return ""
 
 
-def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
-    """Hardware, versions and git SHA (with a "+dirty" mark when the tree has uncommitted changes)."""
-    import importlib
-
+def git_sha() -> str | None:
+    """The checkout's short SHA, "+dirty" when the code has uncommitted changes; None without git or a .git."""
     try:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -69,11 +67,17 @@ def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
                                 ":(top,exclude)benchmarks/results", ":(top,exclude,glob)**/*.md"],
                                capture_output=True, text=True, cwd=here).stdout.strip()
-        sha = f"{sha}+dirty" if sha and dirty else sha
+        return f"{sha}+dirty" if sha and dirty else sha
     except OSError:
-        sha = None
+        return None
+
+
+def environment(device: torch.device, packages: tuple[str, ...] = ()) -> dict:
+    """Hardware, versions and git SHA (with a "+dirty" mark when the tree has uncommitted changes)."""
+    import importlib
+
     # a copy of the tree without .git (a lent GPU machine): gpu_prepare.sh wrote the SHA down before it travelled
-    sha = sha or os.environ.get("VISSL_LITE_GIT_SHA") or None
+    sha = git_sha() or os.environ.get("VISSL_LITE_GIT_SHA") or None
     env = {"machine": machine(device), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
            "torch": torch.__version__, "git_sha": sha}
     if device.type == "cpu":

@@ -46,9 +46,7 @@ with np.load(sys.argv[1]) as f:
     np.savez_compressed(".gpu/data/cifar10/cifar10.npz", train_images=f["train_images"][:8192],
                         train_labels=f["train_labels"][:8192])
 PY
-sha=$(git rev-parse --short HEAD)
-changed=$(git status --porcelain --untracked-files=no -- ':(top)' ':(top,exclude)benchmarks/results' \
-    ':(top,exclude,glob)**/*.md')
-[ -n "$changed" ] && sha="$sha+dirty"
+# the benchmarks' own rule for the commit and its "+dirty" mark
+sha=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from _common import git_sha; print(git_sha() or '')")
 echo "$sha" > .gpu/git_sha
 echo "gpu_prepare: $(ls .whl | wc -l) wheels; .whl and .gpu hold $(du -shc .whl .gpu | tail -1 | cut -f1); commit $sha"
