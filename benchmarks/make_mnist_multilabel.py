@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from _common import SHARED_DATA
 
-from vissl_lite.data.readers import read_idx
+from vissl_lite.data.arrays import read_idx
 
 
 def overlay(images: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from vissl_lite import runs
 from vissl_lite.cli import main
 from vissl_lite.config import ConfigError, make_config
 from vissl_lite.data import DataError, load_split
-from vissl_lite.data.readers import decode_image
+from vissl_lite.data.decode import decode_image
 
 
 def _tree(root, n=6, size=12):

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from vissl_lite.cli import main  # noqa: E402
 from vissl_lite.data import DataError, load_split  # noqa: E402
-from vissl_lite.data.readers import (  # noqa: E402
+from vissl_lite.data.decode import (  # noqa: E402
     decode_image,
     dicom_window_mix,
     image_channels,

@@ -17,7 +17,7 @@ from vissl_lite.augment.medical import (
 from vissl_lite.augment.views import default_stats
 from vissl_lite.config import ConfigError, make_config
 from vissl_lite.data import DataError, load_split
-from vissl_lite.data.readers import dataset_window, decode_image, parse_window
+from vissl_lite.data.decode import dataset_window, decode_image, parse_window
 
 
 def unnormalise(v: torch.Tensor, channels: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from vissl_lite.augment import build_augment
 from vissl_lite.data import label_subset
-from vissl_lite.data.readers import decode_image, resize_center_crop
+from vissl_lite.data.decode import decode_image, resize_center_crop
 
 FAST = settings(max_examples=25, deadline=None)
 

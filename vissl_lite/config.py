@@ -415,7 +415,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.knn_temperature <= 0 or cfg.knn_every < 0:
         raise ConfigError("'knn_temperature' (--knn-temperature) must be > 0 and 'knn_every' (--knn-every) >= 0")
     try:
-        from vissl_lite.data.readers import parse_window
+        from vissl_lite.data.decode import parse_window
 
         parse_window(cfg.window)
     except ValueError as e:

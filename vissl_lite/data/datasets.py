@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vissl_lite.data import readers, shapes
+from vissl_lite.data import arrays, decode, readers, shapes
 from vissl_lite.data.readers import DataError
 
 FORMATS = ("shapes", "npz", "cifar", "idx", "folder", "csv")
@@ -47,7 +47,7 @@ class ImageSet:
     images: torch.Tensor | None = None
     files: list[Path] | None = None
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--on-bad-file skip)
-    window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (readers.WINDOW_HELP), resolved
+    window: str | tuple = "auto"  # how high-range grayscale files map to 8 bits (decode.WINDOW_HELP), resolved
     source_channels: int = 0
     layout: str = ""  # how a folder was read (labeled by subfolder or not), for a console note
     window_note: str = ""  # a console note when 'auto' maps narrow 16-bit files (12-bit data) to dark images
@@ -104,9 +104,9 @@ def parse_spec(spec: str, flag: str = "--data") -> tuple[str, str]:
             return "csv", str(path)
         raise DataError(f"{flag} {spec}: cannot tell the format of this file; expected a .npz or a labels .csv "
                         "(or a prefix npz:, csv:)")
-    if readers.is_cifar_dir(path):
+    if arrays.is_cifar_dir(path):
         return "cifar", str(path)
-    if readers.is_idx_dir(path):
+    if arrays.is_idx_dir(path):
         return "idx", str(path)
     if _is_results(path):  # its plots would be the images
         raise DataError(f"{flag} {spec} is a vissl-lite results folder, not images: give a run as --checkpoint, "
@@ -272,11 +272,11 @@ def _array_codes(fmt: str, loc: str) -> np.ndarray | None:
 @functools.lru_cache(maxsize=4)
 def _read_arrays(fmt: str, loc: str) -> dict:
     if fmt == "npz":
-        splits = readers.read_npz(Path(loc))
+        splits = arrays.read_npz(Path(loc))
     elif fmt == "cifar":
-        splits = readers.read_cifar(Path(loc))
+        splits = arrays.read_cifar(Path(loc))
     elif fmt == "idx":
-        splits = readers.read_idx(Path(loc))
+        splits = arrays.read_idx(Path(loc))
     else:
         raise AssertionError(fmt)
     _check_label_layout(loc, splits)
@@ -341,7 +341,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     folder without split folders also gets a test split carved the same way, so probes never see train data.
     ``on_bad_file``: 'error' stops at the first unreadable image file and names it; 'skip' leaves such files out
     and lists them in ``ImageSet.skipped``. ``window`` maps grayscale files with more than 8 bits (DICOM, 16-bit
-    PNG/TIFF) to 8 bits (see ``readers.WINDOW_HELP``); 'dataset' is computed from the training files, so every
+    PNG/TIFF) to 8 bits (see ``decode.WINDOW_HELP``); 'dataset' is computed from the training files, so every
     split gets the same window. Array formats hold 8-bit images already and ignore it.
     """
     if on_bad_file not in ("error", "skip"):
@@ -356,7 +356,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         class_names = list(shapes.CLASS_NAMES)
     elif fmt in ("folder", "csv"):
         return _folder_split(Path(loc), name, split, image_size, channels, val_fraction, data_mode,
-                             memory_limit_gb, progress, on_bad_file, readers.parse_window(window))
+                             memory_limit_gb, progress, on_bad_file, decode.parse_window(window))
     else:
         images, labels = _array_split(fmt, loc, split, val_fraction)
     labels = _normalise_labels(labels, len(images))
@@ -365,7 +365,7 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
         labels, class_names = np.searchsorted(codes, labels).astype(np.int64), [str(c) for c in codes]
     x = _to_chw(images, f"{loc} ({split} split)")
     # a no-op at the right size; in chunks, so a MedMNIST+ 224 px set resized to 64 px never exists as floats whole
-    x = torch.cat([readers.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
+    x = torch.cat([decode.resize_center_crop(c, image_size) for c in x.split(2048)]) if len(x) else x
     source_channels = x.shape[1]
     x = convert_channels(x, channels or source_channels)
     num_classes = len(class_names) if class_names else _num_classes(fmt, loc)
@@ -383,7 +383,7 @@ def has_labels(spec: str) -> bool:
     if fmt in ("folder", "csv"):
         return bool((readers.read_tree(Path(loc))["train"][1] >= 0).any())
     if fmt == "npz":  # the archive's member names: its arrays may be gigabytes
-        return "train_labels" in readers.npz_keys(Path(loc))
+        return "train_labels" in arrays.npz_keys(Path(loc))
     return _read_arrays(fmt, loc)["train"][1] is not None  # MNIST-format idx: small
 
 
@@ -394,7 +394,7 @@ def single_class(spec: str) -> str | None:
     fmt, loc = parse_spec(spec)
     if fmt in ("folder", "csv"):
         _, labels, names = readers.read_tree(Path(loc))["train"]
-    elif fmt == "npz" and "train_labels" in readers.npz_keys(Path(loc)):
+    elif fmt == "npz" and "train_labels" in arrays.npz_keys(Path(loc)):
         with np.load(loc, allow_pickle=False) as z:
             labels, names = np.asarray(z["train_labels"]), []
         labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels  # (N, 1) class codes
@@ -416,7 +416,7 @@ def carves_splits(spec: str) -> bool:
     if fmt in ("folder", "csv"):
         return not {"val", "test"} <= set(readers.read_tree(Path(loc)))
     if fmt == "npz":
-        return "val_images" not in readers.npz_keys(Path(loc))
+        return "val_images" not in arrays.npz_keys(Path(loc))
     return "val" not in _read_arrays(fmt, loc)
 
 
@@ -495,9 +495,9 @@ def _folder_split(root: Path, name: str, split: str, image_size: int, channels: 
     for i, f in enumerate(bar):
         try:
             if stream:
-                readers.check_image(f)
+                decode.check_image(f)
             else:
-                decoded.append(readers.decode_image(f, image_size, channels, window))
+                decoded.append(decode.decode_image(f, image_size, channels, window))
             keep.append(i)
         except DataError:
             if not skip:
@@ -550,17 +550,17 @@ def _folder_layout(root: Path, tree: dict, class_names: list[str], unlabeled: bo
 
 @functools.lru_cache(maxsize=4)
 def _narrow_16bit_max(files: tuple[Path, ...]) -> int | None:
-    return readers.narrow_16bit_max(list(files))
+    return decode.narrow_16bit_max(list(files))
 
 
 @functools.lru_cache(maxsize=4)
 def _dicom_window_mix(files: tuple[Path, ...]) -> tuple[int, int]:
-    return readers.dicom_window_mix(list(files))
+    return decode.dicom_window_mix(list(files))
 
 
 @functools.lru_cache(maxsize=4)
 def _dataset_window(files: tuple[Path, ...], skip: bool = False) -> tuple[float, float]:
-    return readers.dataset_window(list(files), skip=skip)
+    return decode.dataset_window(list(files), skip=skip)
 
 
 def _folder_channels(files: list[Path], skip_bad: bool = False, samples: int = 4096) -> tuple[int, str]:
@@ -583,7 +583,7 @@ def _channels_of(files: tuple[Path, ...], skip_bad: bool) -> tuple[int, tuple]:
     gray, colour = [], []
     for f in files:
         try:
-            (colour if readers.image_channels(f) == 3 else gray).append(f)
+            (colour if decode.image_channels(f) == 3 else gray).append(f)
         except DataError:
             if not skip_bad:
                 raise

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vissl_lite.data.datasets import ImageSet
-from vissl_lite.data.readers import DataError, decode_image
+from vissl_lite.data.decode import decode_image
+from vissl_lite.data.readers import DataError
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from vissl_lite.augment import EvalView, default_stats
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import ConfigError, RunConfig
 from vissl_lite.data import DataError, channel_note, load_split
-from vissl_lite.data.readers import decode_image
+from vissl_lite.data.decode import decode_image
 
 
 @torch.no_grad()

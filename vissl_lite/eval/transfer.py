@@ -35,7 +35,7 @@ from vissl_lite.config import (
 )
 from vissl_lite.data import data_name
 from vissl_lite.data.datasets import absolute_spec, data_signature
-from vissl_lite.data.readers import parse_window
+from vissl_lite.data.decode import parse_window
 from vissl_lite.eval.probe import load_eval_splits, regime_name, run_evaluations, write_metrics
 from vissl_lite.eval.report import init_name, knn_clamp_note, protocol_name
 
