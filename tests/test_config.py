@@ -206,7 +206,7 @@ def test_a_wrongly_typed_recipe_value_names_the_file(tmp_path):
 
 
 def test_pretrain_leaves_the_callers_config_alone_so_a_seed_loop_works(npz_gray, tmp_path, monkeypatch):
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     monkeypatch.chdir(tmp_path)
     cfg = make_config(data=str(npz_gray), backbone="test_resnet", image_size=16, batch_size=12, max_steps=1,

@@ -13,7 +13,7 @@ from vissl_lite import runs
 from vissl_lite.augment import default_stats
 from vissl_lite.cli import main
 from vissl_lite.config import make_config
-from vissl_lite.train import pretrain
+from vissl_lite.pretraining import pretrain
 
 
 @pytest.mark.parametrize("overrides", [

@@ -13,7 +13,7 @@ from vissl_lite.cli import main
 from vissl_lite.config import ConfigError, load_recipe, make_config
 from vissl_lite.eval.finetune import build_optimizer, finetune, finetune_config, predict, schedule_lengths
 from vissl_lite.methods import Classifier
-from vissl_lite.train import pretrain
+from vissl_lite.pretraining import pretrain
 
 FT = dict(image_size=16, batch_size=12, epochs=3, min_steps=0, progress=False, log_every=1, warmup_epochs=1)
 
@@ -359,8 +359,8 @@ def test_continued_pretraining_starts_from_a_weights_file(npz_gray, tmp_path):
     from safetensors.torch import save_file
 
     from vissl_lite.config import ConfigError, make_config
+    from vissl_lite.pretraining import pretrain
     from vissl_lite.runs import load_run
-    from vissl_lite.train import pretrain
 
     torch.manual_seed(0)
     source = create_backbone("resnet18", in_chans=3, img_size=16, small_input=False).state_dict()

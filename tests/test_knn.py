@@ -8,7 +8,7 @@ from vissl_lite import runs
 from vissl_lite.cli import main
 from vissl_lite.config import make_config
 from vissl_lite.eval.knn import knn_eval, knn_predict
-from vissl_lite.train import pretrain
+from vissl_lite.pretraining import pretrain
 
 from .conftest import clustered_features
 

@@ -114,7 +114,7 @@ def test_hed_jitter_round_trips_at_zero_and_moves_colours_along_the_stains():
 
 
 def test_one_channel_pretraining_with_a_preset_end_to_end(npz_gray, tmp_path):
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     for method, backbone in (("simclr", "resnet18"), ("mae", "vit_tiny_patch16_224"), ("dae", "resnet18")):
         m = pretrain(make_config(method=method, backbone=backbone, data=str(npz_gray), augment="radiology",
@@ -184,7 +184,7 @@ def test_explicit_window_clips_outside_and_dataset_window_keeps_differences_betw
 def test_12bit_data_in_16bit_files_gets_a_note_naming_the_fix(tmp_path, capsys):
     """12-bit values in 16-bit PNGs load nearly black under 'auto' (the documented full-range rule); pretraining
     says so and names --window dataset or 0,4095. Full-range 16-bit data and an explicit window get no note."""
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     narrow, wide = tmp_path / "narrow", tmp_path / "wide"
     for root, top in ((narrow, 4000), (wide, 60000)):
@@ -207,7 +207,7 @@ def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_da
     fine-tuning map other data (here brighter) with it instead of with that data's own percentiles."""
     from vissl_lite import runs
     from vissl_lite.eval.finetune import finetune_config
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     for name, offset in (("pool", 0), ("target", 2000)):
         for cls, (lo, hi) in (("a", (1000, 2000)), ("b", (3000, 4000))):
@@ -340,7 +340,7 @@ def test_window_values_must_be_finite_and_negative_values_parse_on_the_command_l
 
 def test_transfer_of_a_run_keeps_its_window_refuses_another_and_states_it(tmp_path):
     from vissl_lite.eval.transfer import transfer
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     root = tmp_path / "films"
     for cls, (lo, hi) in (("a", (1000, 2000)), ("b", (3000, 4000))):

@@ -10,7 +10,8 @@ from PIL import Image
 from vissl_lite import runs
 from vissl_lite.config import make_config
 from vissl_lite.data import DataError, load_split
-from vissl_lite.train import NonFiniteLossError, pretrain
+from vissl_lite.pretraining import pretrain
+from vissl_lite.train import NonFiniteLossError
 
 from .conftest import crash_pretrain
 

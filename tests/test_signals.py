@@ -14,7 +14,7 @@ import torch
 
 from vissl_lite import runs
 from vissl_lite.config import make_config
-from vissl_lite.train import pretrain
+from vissl_lite.pretraining import pretrain
 
 # test_resnet: timm's tiny ResNet, so a checkpoint every 2 steps costs little
 ARGS = ["--backbone", "test_resnet", "--image-size", "16", "--batch-size", "12", "--epochs", "20", "--log-every", "1",
@@ -110,7 +110,7 @@ def test_sigterm_to_the_process_group_with_streaming_workers(png_tree, tmp_path)
 
 
 def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
-    from vissl_lite.train import _truncate_log
+    from vissl_lite.pretraining import _truncate_log
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n{"step": 3, "lo')

@@ -11,7 +11,8 @@ from vissl_lite import runs
 from vissl_lite.cli import main
 from vissl_lite.config import ConfigError, make_config
 from vissl_lite.eval.linear_probe import fit_linear_probe
-from vissl_lite.train import NonFiniteLossError, lr_at, pretrain
+from vissl_lite.pretraining import pretrain
+from vissl_lite.train import NonFiniteLossError, lr_at
 
 from .conftest import clustered_features, crash_pretrain
 
@@ -228,9 +229,9 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(npz_rg
 def test_an_update_that_overflows_the_weights_is_never_checkpointed(npz_rgb_noval, tmp_path, monkeypatch):
     """The loss of step 4 is finite but its update leaves an infinite weight: the checkpoint due at step 4 is not
     written over the good one of step 2, which a resume can train from."""
-    import vissl_lite.train as train
+    import vissl_lite.pretraining as pretraining
 
-    real, steps = train.build_optimizer, {"n": 0}
+    real, steps = pretraining.build_optimizer, {"n": 0}
 
     def overflowing(model, cfg):
         optimizer = real(model, cfg)
@@ -245,13 +246,13 @@ def test_an_update_that_overflows_the_weights_is_never_checkpointed(npz_rgb_nova
         optimizer.register_step_post_hook(after_step)
         return optimizer
 
-    monkeypatch.setattr(train, "build_optimizer", overflowing)
+    monkeypatch.setattr(pretraining, "build_optimizer", overflowing)
     cfg = dict(data=str(npz_rgb_noval), out=str(tmp_path / "inf"), max_steps=4, **(FAST | {"checkpoint_every": 2}))
     with pytest.raises(NonFiniteLossError, match=r"the weights became NaN or infinite between steps 2 and 4.*step 2"):
         pretrain(make_config(**cfg))
     ckpt = runs.load_checkpoint(tmp_path / "inf")
     assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-    monkeypatch.setattr(train, "build_optimizer", real)
+    monkeypatch.setattr(pretraining, "build_optimizer", real)
     assert pretrain(make_config(**cfg, resume=True))["train"]["steps"] == 4  # the resume the message advises
 
 

@@ -271,6 +271,7 @@ def test_transfer_bad_options_are_clear_errors(npz_gray, tmp_path, capsys):
 def test_an_interrupt_during_pretraining_points_at_transfer_resume(npz_gray, tmp_path, monkeypatch):
     """Stopped in its pretraining step, transfer must not advise 'vissl-lite pretrain --resume', which would
     finish pretraining only."""
+    import vissl_lite.pretraining as pretraining
     import vissl_lite.train as train
     from vissl_lite.eval.transfer import transfer
 
@@ -278,7 +279,7 @@ def test_an_interrupt_during_pretraining_points_at_transfer_resume(npz_gray, tmp
         raise train.TrainingInterrupted(f"SIGTERM at step 3: wrote {cfg.out}/checkpoint.pt; continue with "
                                         f"'vissl-lite pretrain --out {cfg.out} --resume'", 15)
 
-    monkeypatch.setattr(train, "pretrain", stopped)
+    monkeypatch.setattr(pretraining, "pretrain", stopped)
     with pytest.raises(train.TrainingInterrupted) as stop:
         transfer(str(npz_gray), out=tmp_path / "t", image_size=16, progress=False)
     assert stop.value.signum == 15 and "SIGTERM at step 3: wrote" in str(stop.value)

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from vissl_lite.train import pretrain
+    from vissl_lite.pretraining import pretrain
 
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
     recipe = args.config

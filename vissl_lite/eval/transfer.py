@@ -160,7 +160,8 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
             reused.append("pretrain")
         else:
             cfg = make_config(recipe, **pre | {"resume": (run / "checkpoint.pt").is_file()})
-            from vissl_lite.train import TrainingInterrupted, pretrain
+            from vissl_lite.pretraining import pretrain
+            from vissl_lite.train import TrainingInterrupted
 
             try:
                 resumed = pretrain(cfg)["train"].get("resumed") or []
@@ -272,7 +273,7 @@ def _settings(data: str, pretrain_data: str | None, checkpoint, recipe: str | No
 def _pretraining_keys(config: dict) -> dict:
     """What makes a pretraining run what it is and how long it trained (pretrain's own resume keys), the data
     path absolute. The --init-weights file is compared by its contents, beside these."""
-    from vissl_lite.train import IDENTITY_KEYS, SCHEDULE_KEYS
+    from vissl_lite.pretraining import IDENTITY_KEYS, SCHEDULE_KEYS
 
     keys = {k: config.get(k) for k in IDENTITY_KEYS + SCHEDULE_KEYS}
     keys["data"] = absolute_spec(keys["data"])
