@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from vissl_lite.eval.transfer import MEDMNIST_RESNET18_28, medmnist_table
+from vissl_lite.eval.transfer_report import MEDMNIST_RESNET18_28, medmnist_table
 
 ROOT = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vissl_lite.cli import main
-from vissl_lite.eval.transfer import compare, medmnist_table, ssl_wins
+from vissl_lite.eval.transfer_report import compare, medmnist_table, ssl_wins
 
 FAST = ["--image-size", "16", "--batch-size", "12", "--max-steps", "3", "--probe-epochs", "3", "--seeds", "2",
         "--label-fraction", "0.5,1", "--finetune-args", "epochs=1,min_steps=2,batch_size=12", "--no-progress"]
@@ -81,7 +81,7 @@ def test_medmnist_table_has_acc_and_auc_per_regime():
 def test_multilabel_rows_are_reported_as_mean_auc_and_map_not_as_acc(tmp_path):
     """Multi-label rows have no top-1: their mean is the mean AUROC. The table, the comparison, the console and
     the report name it so, show mAP beside it, and draw the AUC label-efficiency plot."""
-    from vissl_lite.eval.transfer import transfer_summary, write_transfer_report
+    from vissl_lite.eval.transfer_report import transfer_summary, write_transfer_report
 
     def ml(init, regime, n, auc, map_):
         return {"protocol": "linear_probe", "init": init, "regime": regime, "n_train": n, "metric": "auroc_mean",
