@@ -1,7 +1,7 @@
 """One image file to a fixed-size uint8 tensor, and the one windowing step that maps high-bit-depth grayscale
 (DICOM, 16-bit PNG/TIFF, float TIFF) to 8 bits.
 
-:func:`decode_image` is where every file becomes a training or evaluation image; the window helpers
+:func:`decode_image` is where every image file becomes a training or evaluation image; the window helpers
 here also sample a set of files to resolve 'dataset' windows and 16-bit sets that hold 8- to 12-bit data.
 """
 
