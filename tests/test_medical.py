@@ -222,6 +222,18 @@ def test_a_dataset_window_is_computed_once_in_pretraining_and_reused_on_other_da
     cfg, _, _ = runs.load_run(tmp_path / "run")
     assert parse_window(cfg.window) == resolved
     assert parse_window(finetune_config(tmp_path / "run").window) == resolved
+    # fine-tuning the run maps data as pretraining did: the same window, given either way, passes; another is refused
+    lo_hi = ",".join(str(v) for v in resolved)
+    for same in ("dataset", lo_hi):
+        assert parse_window(finetune_config(tmp_path / "run", window=same).window) == resolved  # not re-resolved
+    with pytest.raises(ConfigError, match=r"--window file: .* pretrained with --window dataset \(.*leave --window out"):
+        finetune_config(tmp_path / "run", window="file")
+    from vissl_lite.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["linear-probe", "--checkpoint", str(tmp_path / "run"), "--window", "file"])
+    err = capsys.readouterr().err
+    assert "pretrain again with it; 'vissl-lite finetune --checkpoint' keeps the run's --window" in err
     # array formats hold 8-bit images: 'dataset' has nothing to resolve there and the run stores no window
     pretrain(data=str(npz_gray), window="dataset", out=str(tmp_path / "npz"), image_size=8, batch_size=8,
              max_steps=1, probe=False, progress=False, backbone="resnet18")

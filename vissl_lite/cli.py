@@ -135,9 +135,15 @@ class _FixedByRun(argparse.Action):
             other = "knn" if self.dest.startswith("knn_") else "linear-probe"
             parser.error(f"{option_string} is an option of vissl-lite {other}, not of {parser.prog}. Flags "
                          f"{parser.prog} takes: {' '.join(takes)}")
+        from vissl_lite.eval.finetune import ARCH_KEYS
+
+        if self.dest in ARCH_KEYS + ("window",):  # fine-tuning a checkpoint keeps these too
+            fix = (f"To use another value, pretrain again with it; 'vissl-lite finetune --checkpoint' keeps the "
+                   f"run's {option_string} as well ('--init scratch' trains a new backbone with any value)")
+        else:
+            fix = "To train with another value, pretrain again or fine-tune (vissl-lite finetune)"
         parser.error(f"{option_string} is set by the pretraining run (its config.yaml), so {parser.prog} cannot "
-                     f"change it; it evaluates the run as trained. Flags it takes: {' '.join(takes)}. To train "
-                     "with another value, pretrain again or fine-tune (vissl-lite finetune)")
+                     f"change it; it evaluates the run as trained. Flags it takes: {' '.join(takes)}. {fix}")
 
 
 def build_parser() -> argparse.ArgumentParser:
