@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vissl_lite.cli import main
-from vissl_lite.eval.transfer_report import compare, medmnist_table, ssl_wins
+from vissl_lite.eval.transfer_report import compare, medmnist_table, ssl_ahead_unjudged, ssl_wins
 
 FAST = ["--image-size", "16", "--batch-size", "12", "--max-steps", "3", "--probe-epochs", "3", "--seeds", "2",
         "--label-fraction", "0.5,1", "--finetune-args", "epochs=1,min_steps=2,batch_size=12", "--no-progress"]
@@ -43,6 +43,15 @@ def test_no_win_is_claimed_without_noise_or_from_a_one_class_model():
     same = compare([row("knn k=20", "ssl", "100%", 50, 75.0, 0.0, seeds=3),
                     row("knn k=20", "random_init", "100%", 50, 71.0, 0.0, seeds=3)])
     assert same[0]["acc"]["verdict"] == "better, no seed spread"
+    assert ssl_wins(same) == ([], []) and ssl_ahead_unjudged(same) == ["kNN k=20 100% (+4.0, no seed spread)"]
+    from vissl_lite.eval.transfer_report import transfer_summary
+
+    one = [row("linear_probe", "ssl", "100%", 50, 100.0, 0.0, seeds=1),
+           row("linear_probe", "random_init", "100%", 50, 56.7, 0.0, seeds=1)]
+    console = transfer_summary({"data": "shapes", "eval": {"table": one, "comparison": compare(one)}})
+    assert "SSL beats random init (ACC beyond seed noise, AUC not worse) in: none" in console
+    assert "ACC higher with no seed noise to judge it by (more --seeds would): linear probe 100% (+43.3, single " \
+           "seed)" in console
     collapsed = row("finetune", "checkpoint", "10%", 5, 73.08, 0.0, 60.0) | {"one_class_seeds": 2}
     auc_worse = row("linear_probe", "ssl", "10%", 5, 80.0, 1.0, 80.0)
     rows = [collapsed, row("finetune", "scratch", "10%", 5, 60.0, 1.0, 63.6), auc_worse,
