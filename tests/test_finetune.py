@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from vissl_lite import runs
-from vissl_lite.backbones import create_backbone, load_weights_file
+from vissl_lite.backbones import create_backbone, describe_load, load_weights_file
 from vissl_lite.cli import main
 from vissl_lite.config import ConfigError, load_recipe, make_config
 from vissl_lite.eval.finetune import build_optimizer, finetune, finetune_config, predict, schedule_lengths
@@ -331,6 +331,12 @@ def test_weights_file_adapts_channels_and_drops_the_classifier(tmp_path):
     small = create_backbone("resnet18", in_chans=3, img_size=32, small_input=True)
     info = load_weights_file(small, tmp_path / "r18.safetensors")
     assert info["skipped"] == ["conv1.weight (64, 3, 7, 7) vs (64, 3, 3, 3)"]  # said, not silently dropped
+    assert "1 skipped (conv1.weight" in describe_load(info) and "not in the file" not in describe_load(info)
+    deeper = create_backbone("resnet34", in_chans=3, img_size=32)  # resnet18's file covers its first blocks only
+    info = load_weights_file(deeper, tmp_path / "r18.safetensors")
+    absent = [k for k in info["missing"] if not k.endswith("num_batches_tracked") and k != "conv1.weight"]
+    assert len(absent) > 50 and "layer1.2.conv1.weight" in absent
+    assert f", {len(absent)} of the backbone's tensors not in the file (layer1.2.conv1.weight, " in describe_load(info)
     vit = create_backbone("vit_tiny_patch16_224", img_size=32)
     with pytest.raises(ValueError, match="does not fit this backbone"):
         load_weights_file(vit, tmp_path / "r18.safetensors")

@@ -94,8 +94,15 @@ def describe_load(info: dict) -> str:
     """One console line for :func:`load_weights_file`'s result."""
     skipped = info["skipped"]
     more = f", {len(skipped) - 1} more" if len(skipped) > 1 else ""
+    # tensors of the backbone the file has no entry for (e.g. resnet18 weights into a resnet34); a BatchNorm step
+    # counter is bookkeeping, not a weight
+    named = {s.split(" ")[0] for s in skipped}
+    absent = [k for k in info.get("missing", []) if k not in named and not k.endswith("num_batches_tracked")]
     return (f"started from {info['file']}: {info['loaded']} tensors loaded"
-            + (f", {len(skipped)} skipped ({skipped[0]}{more}; they keep their random init)" if skipped else ""))
+            + (f", {len(skipped)} skipped ({skipped[0]}{more}; they keep their random init)" if skipped else "")
+            + (f", {len(absent)} of the backbone's tensors not in the file ({', '.join(absent[:3])}"
+               f"{', ...' if len(absent) > 3 else ''}; they keep their random init: does --backbone name the "
+               "model the weights belong to?)" if absent else ""))
 
 
 def load_weights_file(model: nn.Module, path: str) -> dict:
