@@ -43,3 +43,21 @@ def test_grid_title_fits_inside_the_figure(tmp_path, monkeypatch, n):
     assert box.x0 <= text.x0 and text.x1 <= box.x1 and text.y1 <= box.y1
     assert fig.texts[0].get_text().replace("\n", " ") == title  # wrapped, nothing dropped
     close(fig)
+
+
+def test_preview_of_12bit_data_in_16bit_files_says_why_the_grid_is_dark(tmp_path, capsys):
+    """The note pretraining gives for narrow 16-bit data ('auto' maps 0-65535, so 0-4095 loads nearly black) is
+    also what preview, the look before training, prints; with --window dataset there is nothing to warn about."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "xray").mkdir()
+    for i in range(6):
+        values = np.linspace(100, 4000 - i, 256).reshape(16, 16).astype(np.uint16)
+        Image.fromarray(values).save(tmp_path / "xray" / f"{i}.png")
+    args = ["preview", "--data", str(tmp_path / "xray"), "--image-size", "16", "--n", "2",
+            "--out", str(tmp_path / "p.png")]
+    assert main(args) == 0
+    assert "note: the sampled 16-bit files hold values up to 4000 of 65535" in capsys.readouterr().out
+    assert main([*args, "--window", "dataset"]) == 0
+    assert "16-bit files hold values" not in capsys.readouterr().out

@@ -21,10 +21,13 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    # the channel count the run would train with: the data's own unless --in-chans (a folder is listed, not decoded)
-    channels = cfg.in_chans or load_split(cfg.data, "train", cfg.image_size, 0, cfg.val_fraction, "stream",
-                                          progress=False, window=cfg.window).channels
-    notes: list[str] = []
+    # the channel count the run would train with: the data's own unless --in-chans (a folder is listed, not decoded);
+    # and what pretraining would say about the files' bit depth and windows (e.g. 12-bit data in 16-bit files
+    # loading nearly black), since a dark grid alone does not say why
+    train = load_split(cfg.data, "train", cfg.image_size, 0, cfg.val_fraction, "stream", progress=False,
+                       window=cfg.window)
+    channels = cfg.in_chans or train.channels
+    notes: list[str] = [n.removeprefix("note: ") for n in train.window_note.split("\n  ") if n]
     images, drawn = sample_images(cfg, channels, n, split=split, notes=notes)
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, views=METHODS[cfg.method].views,
                         **cfg.augment_args)
