@@ -56,8 +56,8 @@ class RunConfig:
     backbone: str = _f("resnet18", "Any timm model name (ResNet and ViT families are tested); built with "
                        "num_classes=0.")
     small_input: bool | None = _f(None, "Small-image mode: ResNet gets a 3x3 stride-1 stem without max-pool, ViT gets "
-                                  "img_size/patch_size set. Default: on for image-size <= 64. The stride-1 stem costs "
-                                  "~16x the compute at 32 px; turn it off on a CPU.")
+                                  "img_size/patch_size set. Unset (auto): on for --image-size <= 64. The stride-1 "
+                                  "stem costs ~16x the compute at 32 px, so the CPU quickstart recipes set it off.")
     patch_size: int = _f(0, "ViT patch size (0: 4 for images <= 64 px, else the model's own).")
     # data
     data: str = _f("shapes", "'shapes' (built-in synthetic set) or a path: .npz (MedMNIST-style), a labels .csv, "

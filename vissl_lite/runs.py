@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import json
 import os
+import pickle
 import platform
 import random
 import subprocess
@@ -359,11 +360,17 @@ def load_checkpoint(run: str | Path, map_location: str | torch.device = "cpu") -
     path = find_checkpoint(run)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError for unsafe globals, RuntimeError for corrupt zips
+    except pickle.UnpicklingError as e:  # weights_only refuses a global it does not allow
         reason = " ".join(str(e).split())[:300]  # torch's unpickler messages span lines
         raise CheckpointError(f"cannot load checkpoint {path} safely ({type(e).__name__}: {reason}). "
-                              "It is corrupt or needs arbitrary unpickling, which vissl-lite refuses."
-                              f"{_snapshot_hint(path)}") from e
+                              "It needs arbitrary unpickling, which vissl-lite refuses: it was not written by "
+                              f"vissl-lite, or has been altered.{_snapshot_hint(path)}") from e
+    except Exception as e:  # RuntimeError for a zip cut short or corrupt, EOFError, OSError
+        reason = " ".join(str(e).split()).split(". ")[0][:200]  # torch's first sentence says what failed
+        hint = _snapshot_hint(path) or " Without a step snapshot (--keep-checkpoints) train again into a new --out."
+        raise CheckpointError(f"checkpoint {path} is corrupt or cut short ({type(e).__name__}: {reason}). vissl-lite "
+                              "writes checkpoints atomically, so the file was most likely damaged by an incomplete "
+                              f"copy or a full disk: copy it again if you have it elsewhere.{hint}") from e
     missing = {"model", "step", "config"} - set(ckpt) if isinstance(ckpt, dict) else {"model", "step", "config"}
     if missing:
         raise CheckpointError(f"{path} is not a vissl-lite checkpoint (missing {', '.join(sorted(missing))})")
