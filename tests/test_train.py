@@ -334,6 +334,10 @@ def test_cli_reconstruction_methods_end_to_end(npz_gray, tmp_path, capsys, metho
     assert main(["reconstruct", "--checkpoint", str(run / "checkpoint.pt"), "--n", "2", "--split", "train"]) == 0
     assert (run / "reconstructions_train_2.png").stat().st_size > 1000  # default: beside the checkpoint
     assert main(["reconstruct", "--checkpoint", str(run), "--n", "2", "--split", "train"]) == 0  # its own: replaced
+    other = tmp_path / "other.npz"  # other data: its name in the file's, the run's own grid stays
+    other.write_bytes(npz_gray.read_bytes())
+    assert main(["reconstruct", "--checkpoint", str(run), "--n", "2", "--split", "train", "--data", str(other)]) == 0
+    assert (run / "reconstructions_other_train_2.png").is_file()
     curves = (run / "train_curves.png").read_bytes()
     assert main(["reconstruct", "--checkpoint", str(run), "--out", str(run / "train_curves.png")]) == 2
     assert "is a file of the results in" in capsys.readouterr().err

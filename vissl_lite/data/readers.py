@@ -143,7 +143,8 @@ def read_csv(path: Path) -> dict[str, tuple[list[Path], np.ndarray, list[str]]]:
         slashes = "\\" in str(missing[0]) and os.sep != "\\"
         hint = "; the paths use backslashes (written on Windows?): write them with '/'" if slashes else ""
         raise DataError(f"{path} lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}; paths are "
-                        f"relative to the CSV's folder{hint}")
+                        f"relative to the CSV's folder{hint}. Fix the paths or delete those rows (--on-bad-file skip "
+                        "is for files that exist but do not decode)")
     seen: dict = {}
     for r, f in zip(rows, files):
         first = seen.setdefault(f.resolve(), r["_line"])

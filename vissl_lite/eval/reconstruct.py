@@ -12,7 +12,8 @@ from vissl_lite import runs
 from vissl_lite.augment import EvalView, default_stats
 from vissl_lite.backbones import in_chans_of
 from vissl_lite.config import ConfigError, RunConfig
-from vissl_lite.data import DataError, channel_note, load_split
+from vissl_lite.data import DataError, channel_note, data_name, load_split
+from vissl_lite.data.datasets import absolute_spec, same_data
 from vissl_lite.data.decode import decode_image
 
 
@@ -143,12 +144,16 @@ def reconstruct(checkpoint: str | Path, out: str | Path | None = None, data: str
     """Python twin of ``vissl-lite reconstruct``: a grid for the first ``n`` images of ``split``.
 
     ``out`` defaults to ``reconstructions_<split>_<n>.png`` beside the checkpoint (so it does not replace the
-    ``reconstructions.png`` that pretraining wrote and report.md shows), with the split the images came from."""
+    ``reconstructions.png`` that pretraining wrote and report.md shows), with the split the images came from;
+    ``reconstructions_<data name>_<split>_<n>.png`` for ``data`` other than the run's."""
     dev = runs.resolve_device(device)
     cfg, model, ckpt = runs.load_run(checkpoint, dev)
     notes: list[str] = []
     images, drawn = sample_images(cfg, in_chans_of(model.backbone), n, data, split, notes)
-    out = output_png(out, runs.find_checkpoint(checkpoint).parent, f"reconstructions_{drawn}_{len(images)}.png")
+    # other data than the run's gets its name in the file's, so the grid of the run's own test images stays
+    other = f"{data_name(absolute_spec(str(data)))}_" if data and not same_data(str(data), str(cfg.data)) else ""
+    out = output_png(out, runs.find_checkpoint(checkpoint).parent,
+                     f"reconstructions_{other}{drawn}_{len(images)}.png")
     path = save_reconstruction_grid(model, images, cfg, out,
                                     f"{cfg.method} / {cfg.backbone}, step {ckpt['step']}, {data or cfg.data} {drawn}")
     for note in notes:
