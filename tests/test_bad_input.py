@@ -190,9 +190,10 @@ def test_npz_with_wrong_shapes_or_keys_is_named(tmp_path):
     np.savez(tmp_path / "empty.npz", **empty)
     with pytest.raises(DataError, match=r"empty.npz: 'train_images' holds no images \(shape \(0, 8, 8\)\)"):
         load_split(str(tmp_path / "empty.npz"), "train", 8)
-    # an empty test split is one the file does not have, and is named as missing (not numpy's zero-size error)
-    np.savez(tmp_path / "notest.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
-             test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros(0))
+    # an empty test split is one the file does not have, and is named as missing (not numpy's zero-size error);
+    # unlabeled, nothing is carved for it
+    np.savez(tmp_path / "notest.npz", train_images=np.zeros((4, 8, 8), np.uint8),
+             test_images=np.zeros((0, 8, 8), np.uint8))
     with pytest.raises(DataError, match=r"notest.npz has no 'test' split \(it has: train\); add 'test_images'"):
         load_split(str(tmp_path / "notest.npz"), "test", 8)
     # splits whose labels disagree: one-hot train rows against class codes, or a test class train never has

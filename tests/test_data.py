@@ -15,7 +15,10 @@ from vissl_lite.data import (
     parse_spec,
     stratified_split,
 )
+from vissl_lite.data.datasets import carves_splits
 from vissl_lite.data.shapes import CLASS_NAMES, make_shapes
+
+from .conftest import class_images
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -69,6 +72,30 @@ def test_npz_without_val_gets_stratified_seeded_split(npz_rgb_noval):
     assert torch.bincount(va.labels).tolist() == [5, 5, 5, 5]
     again = load_split(str(npz_rgb_noval), "val", 16, val_fraction=0.25)
     assert torch.equal(va.images, again.images)
+    # with a test split only val is carved, from all of train with the split seed, as before test was carved too
+    with np.load(npz_rgb_noval) as z:
+        x, y = z["train_images"], z["train_labels"][:, 0]
+    assert torch.equal(va.images, torch.from_numpy(x[stratified_split(y, 0.25)[1]]).permute(0, 3, 1, 2))
+    assert "rgb.npz has no 'val' split, so it is carved from train: val 20 images (25%)" in tr.layout
+
+
+def test_a_labeled_npz_without_test_gets_test_and_val_carved_like_a_folder(tmp_path):
+    """Only train arrays: test is carved first, then val from the rest, stratified and seeded, disjoint; so the
+    probes after pretraining have a test split, as they do for a folder without split subfolders."""
+    x, y = class_images(10, 2, 8, 1)
+    x[:, 0, 0] = np.arange(len(x))  # each image findable by its first pixel
+    np.savez(tmp_path / "train_only.npz", train_images=x, train_labels=y)
+    splits = {s: load_split(str(tmp_path / "train_only.npz"), s, 8, val_fraction=0.2) for s in ("train", "val", "test")}
+    ids = {s: set(d.images[:, 0, 0, 0].tolist()) for s, d in splits.items()}
+    assert [len(ids[s]) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert set.union(*ids.values()) == set(range(20)) and not ids["test"] & (ids["train"] | ids["val"])
+    assert all(torch.bincount(splits[s].labels).tolist() == [2, 2] for s in ("val", "test"))
+    assert splits["train"].layout == ("train_only.npz has no 'test' or 'val' split, so it is carved from train: test "
+                                      "4 images (20%), val 4 images (20% of the rest)")
+    assert carves_splits(str(tmp_path / "train_only.npz"))
+    np.savez(tmp_path / "tiny.npz", train_images=x[:4], train_labels=np.arange(4) % 2)  # one image per class left
+    with pytest.raises(DataError, match=r"tiny.npz: its 4 training images are too few to carve test and val from"):
+        load_split(str(tmp_path / "tiny.npz"), "train", 8)
 
 
 def test_stratified_split_every_class_and_sizes():

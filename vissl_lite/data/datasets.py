@@ -305,22 +305,45 @@ def _check_label_layout(loc: str, splits: dict) -> None:
 
 def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
     splits = _read_arrays(fmt, loc)
-    unlabeled = splits["train"][1] is None
-    if unlabeled and "val" not in splits:  # nothing to validate against: keep every image for training
-        if split == "val":
-            raise DataError(f"{loc} has no labels, so no validation split is carved from it")
-        if split == "train":
-            return splits["train"]
-    if split in ("train", "val") and "val" not in splits:
+    carved, _ = _array_carving(fmt, loc, val_fraction)
+    if split in carved:
         images, labels = splits["train"]
-        keep, carved = stratified_split(_normalise_labels(labels, len(images)), val_fraction)
-        idx = keep if split == "train" else carved
-        return images[idx], (labels[idx] if labels is not None else None)
+        return images[carved[split]], (labels[carved[split]] if labels is not None else None)
     if split not in splits:
+        if splits["train"][1] is None and split == "val":
+            raise DataError(f"{loc} has no labels, so no validation split is carved from it")
         how = (f"; add '{split}_images' and '{split}_labels' arrays to the file" if fmt == "npz" else "")
         raise DataError(f"{loc} has no '{split}' split (it has: {', '.join(splits)}){how}, or evaluate on data "
                         "that has one (--data)")
     return splits[split]
+
+
+@functools.lru_cache(maxsize=8)
+def _array_carving(fmt: str, loc: str, val_fraction: float) -> tuple[dict[str, np.ndarray], str]:
+    """The splits an array dataset lacks, carved from its train split as image folders are: ``({split: indices into
+    train}, console note)``, with "train" the indices left to train on when anything was carved. Labeled data
+    without a test split gets one (seed SPLIT_SEED) and val from the rest (SPLIT_SEED + 1); with a test split, only
+    val is carved (seed SPLIT_SEED, from all of train). Unlabeled data without val trains on every image."""
+    splits = _read_arrays(fmt, loc)
+    images, labels = splits["train"]
+    if labels is None or {"val", "test"} <= set(splits):
+        return {}, ""
+    labels = _normalise_labels(labels, len(images))
+    pool, carved = np.arange(len(images)), {}
+    for name, seed in (("test", SPLIT_SEED), ("val", SPLIT_SEED + ("test" not in splits))):
+        if name not in splits:
+            keep, cut = stratified_split(labels[pool], val_fraction, seed)
+            carved[name], pool = pool[cut], pool[keep]
+    if not len(pool) or not all(len(v) for v in carved.values()):
+        raise DataError(f"{loc}: its {len(images)} training images are too few to carve {' and '.join(carved)} from "
+                        f"({val_fraction:.0%} each, at least one image per class); add "
+                        f"{' and '.join(f'{n}_images/{n}_labels' for n in carved)} arrays, or more images")
+    carved["train"] = pool
+    rest = " of the rest" if "test" in carved else ""
+    cut = [f"{n} {len(carved[n])} images ({val_fraction:.0%}{rest if n == 'val' else ''})"
+           for n in ("test", "val") if n in carved]
+    missing = " or ".join(f"'{n}'" for n in ("test", "val") if n in carved)
+    return carved, f"{Path(loc).name} has no {missing} split, so it is carved from train: {', '.join(cut)}"
 
 
 def skipped_files(splits: dict[str, ImageSet]) -> dict:
@@ -370,9 +393,10 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
     source_channels = x.shape[1]
     x = convert_channels(x, channels or source_channels)
     num_classes = len(class_names) if class_names else _num_classes(fmt, loc)
+    layout = _array_carving(fmt, loc, val_fraction)[1] if fmt != "shapes" else ""
     return ImageSet(name=name, split=split, labels=torch.from_numpy(labels), channels=x.shape[1],
                     image_size=image_size, num_classes=num_classes, class_names=class_names, images=x,
-                    source_channels=source_channels)
+                    source_channels=source_channels, layout=layout)
 
 
 def has_labels(spec: str) -> bool:
@@ -417,8 +441,8 @@ def carves_splits(spec: str) -> bool:
     if fmt in ("folder", "csv"):
         return not {"val", "test"} <= set(readers.read_tree(Path(loc)))
     if fmt == "npz":
-        return "val_images" not in arrays.npz_keys(Path(loc))
-    return "val" not in _read_arrays(fmt, loc)
+        return not {"val_images", "test_images"} <= set(arrays.npz_keys(Path(loc)))
+    return not {"val", "test"} <= set(_read_arrays(fmt, loc))
 
 
 def _num_classes(fmt: str, loc: str) -> int:
