@@ -94,8 +94,9 @@ def test_a_labeled_npz_without_test_gets_test_and_val_carved_like_a_folder(tmp_p
                                       "4 images (20%), val 4 images (20% of the rest)")
     assert carves_splits(str(tmp_path / "train_only.npz"))
     np.savez(tmp_path / "tiny.npz", train_images=x[:4], train_labels=np.arange(4) % 2)  # one image per class left
+    assert len(load_split(str(tmp_path / "tiny.npz"), "train", 8)) == 4  # trains on all; evaluation says why not
     with pytest.raises(DataError, match=r"tiny.npz: its 4 training images are too few to carve test and val from"):
-        load_split(str(tmp_path / "tiny.npz"), "train", 8)
+        load_split(str(tmp_path / "tiny.npz"), "test", 8)
 
 
 def test_stratified_split_every_class_and_sizes():
@@ -278,3 +279,33 @@ def test_has_labels_reads_listings_not_images(tmp_path, npz_gray, png_tree):
     np.savez(tmp_path / "u.npz", train_images=np.zeros((4, 8, 8), np.uint8))
     assert has_labels(str(npz_gray)) and has_labels(str(png_tree)) and has_labels("shapes")
     assert not has_labels(str(tmp_path / "u.npz")) and not has_labels(str(png_tree / "class_0"))
+
+
+def test_a_run_from_before_test_was_carved_from_arrays_is_not_evaluated_or_resumed_on_that_data(tmp_path, npz_gray):
+    """Split rule 1 carved only val from a labeled npz without test arrays, so such a run trained on images that
+    the test split carved now holds: evaluating it there, or resuming it, is refused; other data still evaluates,
+    and a run of the current rule evaluates as usual."""
+    from vissl_lite import runs
+    from vissl_lite.config import ConfigError, make_config
+    from vissl_lite.eval.finetune import finetune_config
+    from vissl_lite.eval.probe import linear_probe
+    from vissl_lite.pretraining import pretrain
+
+    x, y = class_images(12, 2, 8, 1)
+    np.savez(tmp_path / "train_only.npz", train_images=x, train_labels=y)
+    run = tmp_path / "run"
+    pretrain(make_config(data=str(tmp_path / "train_only.npz"), out=str(run), backbone="test_resnet", image_size=8,
+                         batch_size=8, max_steps=1, probe=False, progress=False))
+    ckpt = runs.load_checkpoint(run)
+    assert ckpt["split_rule"] == 2
+    runs.check_split_rule(run, ckpt, None)  # a run of this rule: nothing to refuse
+    del ckpt["split_rule"]  # as an older version wrote it
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="older vissl-lite, which carved no test split"):
+        linear_probe(run, probe_epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="older vissl-lite"):
+        finetune_config(run)
+    finetune_config(run, data=str(npz_gray))  # other data has its own test split: fine
+    with pytest.raises(runs.CheckpointError, match="Start a new --out"):
+        pretrain(make_config(data=str(tmp_path / "train_only.npz"), out=str(run), backbone="test_resnet",
+                             image_size=8, batch_size=8, max_steps=2, probe=False, progress=False, resume=True))

@@ -52,6 +52,11 @@ def test_no_win_is_claimed_without_noise_or_from_a_one_class_model():
     assert "SSL beats random init (ACC beyond seed noise, AUC not worse) in: none" in console
     assert "ACC higher with no seed noise to judge it by (more --seeds would): linear probe 100% (+43.3, single " \
            "seed)" in console
+    collapsed = [one[0] | {"one_class_seeds": 1, "auroc_mean": 50.0, "auroc_std": 0.0},
+                 one[1] | {"auroc_mean": 70.0, "auroc_std": 0.0}]
+    assert ssl_ahead_unjudged(compare(collapsed)) == ["linear probe 100% (+43.3, single seed, predicts one class)"]
+    collapsed[0].pop("one_class_seeds")
+    assert ssl_ahead_unjudged(compare(collapsed)) == ["linear probe 100% (+43.3, single seed, AUC lower)"]
     collapsed = row("finetune", "checkpoint", "10%", 5, 73.08, 0.0, 60.0) | {"one_class_seeds": 2}
     auc_worse = row("linear_probe", "ssl", "10%", 5, 80.0, 1.0, 80.0)
     rows = [collapsed, row("finetune", "scratch", "10%", 5, 60.0, 1.0, 63.6), auc_worse,

@@ -78,8 +78,8 @@ class RunConfig:
                      "file's percentile range), 'dataset' (one percentile range from the pretraining files, keeps "
                      "differences between files; stored with the run and reused by its evaluations) or 'LO,HI' in "
                      "the files' units, e.g. '-1000,400' (HU) for CT lung.")
-    val_fraction: float = _f(0.1, "Share of train carved (stratified, split seed 0) as validation when the data "
-                             "has no validation split.")
+    val_fraction: float = _f(0.1, "Share of train carved (stratified, seeded) as validation when labeled data has "
+                             "no validation split, and first as test when it has no test split.")
     augment: str = _f("simclr", "Augmentation recipe for pretraining views: simclr, crop_flip, eval (the centre view "
                       "alone, no augmentation; MAE/DAE only), or a medical preset "
                       "(radiology: grayscale X-ray/CT/MR, no flips by default; pathology: H&E, rotations and stain "

@@ -24,7 +24,7 @@ from vissl_lite.config import (
     save_config,
 )
 from vissl_lite.data import DataError, channel_note, data_name, load_split, make_loader, skipped_files
-from vissl_lite.data.datasets import absolute_spec
+from vissl_lite.data.datasets import SPLIT_RULE, absolute_spec, arrays_carve_test
 from vissl_lite.train import (
     StepSchedule,
     TrainingInterrupted,
@@ -147,7 +147,8 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
             print("  " + describe_load(start_weights))
     optimizer = build_optimizer(model, cfg)
     runs.seed_rank(cfg.seed, dist.rank())  # each process its own crops, masks and noise
-    step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0, "train_images": len(train_set)}
+    step, scaler_state, meta = 0, None, {"resumes": [], "train_seconds": 0.0, "train_images": len(train_set),
+                                         "split_rule": SPLIT_RULE}
     if window:  # every later use of the run reads it from the checkpoint (runs.saved_config)
         meta["window"] = [float(v) for v in window]
     if cfg.resume:
@@ -161,6 +162,11 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
                 + _resume_command(out, saved_world))
         changed = _check_resume(cfg, ckpt["config"])
         cfg.init_weights = _absolute_path(ckpt["config"].get("init_weights"))  # what the run started from
+        if ckpt.get("split_rule", 1) < SPLIT_RULE and arrays_carve_test(cfg.data):
+            raise runs.CheckpointError(
+                f"{out} was started by an older vissl-lite, which carved no test split from {cfg.data} (it has no "
+                "test arrays); this version carves one from train, so the run would continue on other images. "
+                "Start a new --out")
         if ckpt.get("train_images", len(train_set)) != len(train_set):  # same path, other contents
             raise ConfigError(
                 f"--resume: the training data changed since the checkpoint ({cfg.data}: {ckpt['train_images']} "

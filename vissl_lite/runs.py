@@ -315,8 +315,8 @@ def check_out_folder(out: str | Path, command: str) -> None:
 
 def check_split_fraction(run: str | Path, saved: dict, data: str | None, val_fraction) -> None:
     """Refuse a ``--val-fraction`` other than the run's when evaluating on the run's own pretraining data: the
-    fraction decides which images are carved from train as val (and, for folders and CSVs without a test split,
-    test), so another one would put images the backbone was pretrained on into them."""
+    fraction decides which images are carved from train as val (and, for data without a test split, test), so
+    another one would put images the backbone was pretrained on into them."""
     from vissl_lite.config import ConfigError
     from vissl_lite.data.datasets import carves_splits, same_data
 
@@ -332,6 +332,22 @@ def check_split_fraction(run: str | Path, saved: dict, data: str | None, val_fra
                           f"--val-fraction {then}, which decides the images carved from its train split for "
                           "validation (and test, where the data has no test split); another fraction would put "
                           "images the backbone was pretrained on into them. Leave --val-fraction out")
+
+
+def check_split_rule(run: str | Path, ckpt: dict, data: str | None) -> None:
+    """Refuse to evaluate a run on its own pretraining data when the run was trained before a labeled array set
+    without test arrays had test carved from train (split rule 1): it trained on every image outside val, so the
+    test split carved now would score images the backbone was pretrained on."""
+    from vissl_lite.config import ConfigError
+    from vissl_lite.data.datasets import SPLIT_RULE, arrays_carve_test, same_data
+
+    own = ckpt["config"].get("data")
+    if ckpt.get("split_rule", 1) >= SPLIT_RULE or not own or (data is not None and not same_data(str(data), own)):
+        return
+    if arrays_carve_test(own):
+        raise ConfigError(f"{run} was pretrained on {own} by an older vissl-lite, which carved no test split from "
+                          "its training arrays; this version carves one, from images the backbone was pretrained "
+                          "on. Pretrain again, or evaluate on other labeled data (--data)")
 
 
 def find_checkpoint(run: str | Path) -> Path:

@@ -25,7 +25,7 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
     # and what pretraining would say about the files' bit depth and windows (e.g. 12-bit data in 16-bit files
     # loading nearly black), since a dark grid alone does not say why
     train = load_split(cfg.data, "train", cfg.image_size, 0, cfg.val_fraction, "stream", progress=False,
-                       window=cfg.window)
+                       on_bad_file=cfg.on_bad_file, window=cfg.window)
     channels = cfg.in_chans or train.channels
     notes: list[str] = [n.removeprefix("note: ") for n in train.window_note.split("\n  ") if n]
     images, drawn = sample_images(cfg, channels, n, split=split, notes=notes)

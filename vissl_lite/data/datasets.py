@@ -21,6 +21,10 @@ from vissl_lite.data.readers import DataError
 
 FORMATS = ("shapes", "npz", "cifar", "idx", "folder", "csv")
 SPLIT_SEED = 0  # carved validation splits are the same for every run seed, so runs stay comparable
+# Stored with each pretraining checkpoint. 2: a labeled array set without test arrays gets test carved from train
+# (rule 1, before: only val, and such a set had no test split); runs of rule 1 on such data trained on images that
+# rule 2 would test on.
+SPLIT_RULE = 2
 
 
 @dataclass
@@ -305,11 +309,13 @@ def _check_label_layout(loc: str, splits: dict) -> None:
 
 def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
     splits = _read_arrays(fmt, loc)
-    carved, _ = _array_carving(fmt, loc, val_fraction)
+    carved, _, too_few = _array_carving(fmt, loc, val_fraction)
     if split in carved:
         images, labels = splits["train"]
         return images[carved[split]], (labels[carved[split]] if labels is not None else None)
     if split not in splits:
+        if too_few:  # training still runs on every image; the evaluations say why they cannot
+            raise DataError(too_few)
         if splits["train"][1] is None and split == "val":
             raise DataError(f"{loc} has no labels, so no validation split is carved from it")
         how = (f"; add '{split}_images' and '{split}_labels' arrays to the file" if fmt == "npz" else "")
@@ -319,15 +325,16 @@ def _array_split(fmt: str, loc: str, split: str, val_fraction: float) -> tuple[n
 
 
 @functools.lru_cache(maxsize=8)
-def _array_carving(fmt: str, loc: str, val_fraction: float) -> tuple[dict[str, np.ndarray], str]:
+def _array_carving(fmt: str, loc: str, val_fraction: float) -> tuple[dict[str, np.ndarray], str, str]:
     """The splits an array dataset lacks, carved from its train split as image folders are: ``({split: indices into
-    train}, console note)``, with "train" the indices left to train on when anything was carved. Labeled data
-    without a test split gets one (seed SPLIT_SEED) and val from the rest (SPLIT_SEED + 1); with a test split, only
-    val is carved (seed SPLIT_SEED, from all of train). Unlabeled data without val trains on every image."""
+    train}, console note, why nothing could be carved)``, with "train" the indices left to train on when anything
+    was carved. Labeled data without a test split gets one (seed SPLIT_SEED) and val from the rest (SPLIT_SEED +
+    1); with a test split, only val is carved (seed SPLIT_SEED, from all of train). Unlabeled data without val
+    trains on every image, and so does a set too small to carve from (its evaluations are refused)."""
     splits = _read_arrays(fmt, loc)
     images, labels = splits["train"]
     if labels is None or {"val", "test"} <= set(splits):
-        return {}, ""
+        return {}, "", ""
     labels = _normalise_labels(labels, len(images))
     pool, carved = np.arange(len(images)), {}
     for name, seed in (("test", SPLIT_SEED), ("val", SPLIT_SEED + ("test" not in splits))):
@@ -335,15 +342,16 @@ def _array_carving(fmt: str, loc: str, val_fraction: float) -> tuple[dict[str, n
             keep, cut = stratified_split(labels[pool], val_fraction, seed)
             carved[name], pool = pool[cut], pool[keep]
     if not len(pool) or not all(len(v) for v in carved.values()):
-        raise DataError(f"{loc}: its {len(images)} training images are too few to carve {' and '.join(carved)} from "
-                        f"({val_fraction:.0%} each, at least one image per class); add "
+        each = ", at least one image per class" if labels.ndim == 1 else ""
+        return {}, "", (f"{loc}: its {len(images)} training images are too few to carve {' and '.join(carved)} from "
+                        f"({val_fraction:.0%} each{each}); add "
                         f"{' and '.join(f'{n}_images/{n}_labels' for n in carved)} arrays, or more images")
     carved["train"] = pool
     rest = " of the rest" if "test" in carved else ""
     cut = [f"{n} {len(carved[n])} images ({val_fraction:.0%}{rest if n == 'val' else ''})"
            for n in ("test", "val") if n in carved]
     missing = " or ".join(f"'{n}'" for n in ("test", "val") if n in carved)
-    return carved, f"{Path(loc).name} has no {missing} split, so it is carved from train: {', '.join(cut)}"
+    return carved, f"{Path(loc).name} has no {missing} split, so it is carved from train: {', '.join(cut)}", ""
 
 
 def skipped_files(splits: dict[str, ImageSet]) -> dict:
@@ -359,8 +367,9 @@ def load_split(spec: str, split: str = "train", image_size: int = 32, channels: 
                progress: bool = True, on_bad_file: str = "error", window="auto") -> ImageSet:
     """Load one split of ``spec`` at ``image_size`` with ``channels`` (0: the data's own).
 
-    Data without a validation split gets a seeded, stratified one carved from train (``val_fraction``); an image
-    folder without split folders also gets a test split carved the same way, so probes never see train data.
+    Labeled data without a validation split gets a seeded, stratified one carved from train (``val_fraction``);
+    labeled data without a test split (a folder without split folders, a CSV without test rows, an npz without
+    test arrays) also gets a test split carved the same way, first, so probes never see train data.
     ``on_bad_file``: 'error' stops at the first unreadable image file and names it; 'skip' leaves such files out
     and lists them in ``ImageSet.skipped``. ``window`` maps grayscale files with more than 8 bits (DICOM, 16-bit
     PNG/TIFF) to 8 bits (see ``decode.WINDOW_HELP``); 'dataset' is computed from the training files, so every
@@ -430,6 +439,16 @@ def single_class(spec: str) -> str | None:
         return None
     code = int(codes[0])
     return names[code] if code < len(names) else str(code)
+
+
+def arrays_carve_test(spec: str) -> bool:
+    """Whether ``spec`` is a labeled array set (npz, idx) without a test split, whose test split is carved from
+    train under split rule 2 (:data:`SPLIT_RULE`)."""
+    fmt, loc = parse_spec(spec)
+    if fmt not in ("npz", "idx"):
+        return False
+    splits = _read_arrays(fmt, loc)
+    return splits["train"][1] is not None and "test" not in splits
 
 
 def carves_splits(spec: str) -> bool:

@@ -97,7 +97,7 @@ def _high_range_pil(im: Image.Image) -> tuple[np.ndarray, OwnWindow, bool] | Non
     if im.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
         return values, None, False  # 32-bit int beyond 0-65535 (e.g. signed HU): no format range, like float
     # The format's range for every file alike (not each file's own maximum), so a dark file stays darker than a
-    # bright one; a set of 8-bit images stored in 16-bit files is found from a sample of the set (datasets.py)
+    # bright one; a set of 8-bit images stored in 16-bit files is found from a sample of the set (folders.py)
     return values, (0.0, 65535.0), False
 
 

@@ -67,6 +67,7 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
         ckpt = runs.load_checkpoint(checkpoint)
         saved = runs.saved_config(ckpt)
         runs.check_split_fraction(checkpoint, saved, overrides.get("data"), overrides.get("val_fraction"))
+        runs.check_split_rule(checkpoint, ckpt, overrides.get("data"))
         # in_chans 0 means 'the data's own' when pretraining; the checkpoint's first convolution says which
         arch = saved | {"in_chans": runs.checkpoint_in_chans(ckpt, checkpoint)}
         clash = [k for k in ARCH_KEYS if k in overrides and parse_value(k, overrides[k]) != arch[k]]

@@ -327,6 +327,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     if bad:
         raise ValueError(f"{command} does not take {', '.join(bad)}; valid: {', '.join(sorted(allowed))}")
     runs.check_split_fraction(checkpoint, ckpt["config"], data, overrides.get("val_fraction"))
+    runs.check_split_rule(checkpoint, ckpt, data)
     cfg = config_from_dict(cfg.to_dict() | overrides | label_choice(overrides) | ({"data": data} if data else {}))
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / default_eval_folder(command, run_dir, data, ckpt["config"].get("data"))

@@ -173,6 +173,7 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     saved = runs.load_checkpoint(ckpt_file)  # read once: the file holds the optimizer state too
     pre_cfg = saved["config"]
     runs.check_split_fraction(checkpoint, pre_cfg, data, eval_over.get("val_fraction"))
+    runs.check_split_rule(checkpoint, saved, data)
     if "pretrain" in reused:  # also where no settings file says what it was trained with
         _check_pretraining(checkpoint, pre_cfg, settings["pretraining"])
     if "window" in eval_over and parse_window(eval_over["window"]) != parse_window(pre_cfg.get("window", "auto")):

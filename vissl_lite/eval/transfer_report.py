@@ -92,10 +92,15 @@ def ssl_ahead_unjudged(comparison: list[dict]) -> list[str]:
     nor nothing, so the console names them instead of leaving them out of 'SSL beats random init in'."""
     found = []
     for c in comparison:
-        entry = c.get(_compared(c["metric"])[0][0], {})
+        first = _compared(c["metric"])[0][0]
+        entry = c.get(first, {})
         if entry.get("verdict", "").startswith("better,"):
-            why = entry["verdict"].split(", ", 1)[1]
-            found.append(f"{protocol_name(c['protocol'])} {c['regime']} ({_signed(entry['delta'])}, {why})")
+            why = [entry["verdict"].split(", ", 1)[1]]
+            if c.get("one_class"):  # what ssl_wins says of such a model: its ACC is the majority class's share
+                why.append("predicts one class")
+            elif first == "acc" and c.get("auc", {}).get("verdict", "").startswith("worse"):
+                why.append("AUC lower")
+            found.append(f"{protocol_name(c['protocol'])} {c['regime']} ({_signed(entry['delta'])}, {', '.join(why)})")
     return found
 
 
