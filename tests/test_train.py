@@ -56,7 +56,7 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(npz_rgb_noval, tmp_path
     pretrain(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "step", "config", "rng", "version", "resumes", "train_seconds",
-                         "world_size", "train_images"} and ckpt["world_size"] == 1
+                         "world_size", "train_images", "split_rule"} and ckpt["world_size"] == 1
     assert ckpt["step"] == 2 and ckpt["resumes"] == [] and ckpt["train_seconds"] > 0
     cfg2, model, _ = runs.load_run(tmp_path / "run")
     assert cfg2.to_dict() == ckpt["config"]
