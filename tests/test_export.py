@@ -9,7 +9,7 @@ import timm
 import torch
 from safetensors import safe_open
 
-from vissl_lite import runs
+from vissl_lite import export, runs
 from vissl_lite.augment import default_stats
 from vissl_lite.cli import main
 from vissl_lite.config import make_config
@@ -132,9 +132,9 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(npz_gray, tm
 
 
 def test_timm_kwargs_only_give_up_on_the_small_resnet_stem():
-    assert runs.timm_kwargs(make_config(backbone="resnet18", image_size=32, small_input=True), 3) is None
-    assert runs.timm_kwargs(make_config(backbone="convnext_atto", image_size=32), 1) == {"in_chans": 1}
-    assert runs.timm_kwargs(make_config(backbone="vit_tiny_patch16_224", image_size=32, small_input=None), 3) == {
+    assert export.timm_kwargs(make_config(backbone="resnet18", image_size=32, small_input=True), 3) is None
+    assert export.timm_kwargs(make_config(backbone="convnext_atto", image_size=32), 1) == {"in_chans": 1}
+    assert export.timm_kwargs(make_config(backbone="vit_tiny_patch16_224", image_size=32, small_input=None), 3) == {
         "in_chans": 3, "patch_size": 4, "img_size": 32}
 
 

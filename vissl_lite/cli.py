@@ -334,34 +334,15 @@ def _transfer(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from vissl_lite.runs import CHECKPOINT, export_backbone, find_checkpoint
+    from vissl_lite.export import export_backbone, how_to_load
+    from vissl_lite.runs import CHECKPOINT, find_checkpoint
 
     ckpt = find_checkpoint(args.checkpoint)
     out = args.out or ckpt.parent / ("backbone.safetensors" if ckpt.name == CHECKPOINT
                                      else f"{ckpt.stem}.backbone.safetensors")
     info = export_backbone(args.checkpoint, out)
     print(f"wrote {info['file']} ({info['tensors']} tensors of {info['backbone']})")
-    c, size, mean, std = info["in_chans"], info["image_size"], tuple(info["mean"]), tuple(info["std"])
-    if info["timm_kwargs"] is None:
-        print("This backbone uses the small-input ResNet stem, which timm.create_model cannot build. Load it with:\n"
-              "  from vissl_lite.backbones import create_backbone, load_weights_file\n"
-              f"  model = create_backbone({info['backbone']!r}, in_chans={c}, img_size={size}, small_input=True)\n"
-              f"  load_weights_file(model, {info['file']!r})\n"
-              f"and feed it {c}-channel {size} px images scaled to [0, 1], normalised with mean={mean}, std={std}.")
-    else:
-        extra = "".join(f", {k}={v!r}" for k, v in info["timm_kwargs"].items())
-        print("Load it with timm:\n  import timm\n"
-              f"  model = timm.create_model({info['backbone']!r}, pretrained=True, num_classes=0{extra},\n"
-              f"                            pretrained_cfg_overlay=dict(file={info['file']!r}, mean={mean}, "
-              f"std={std},\n"
-              f"                                input_size={(c, size, size)}, crop_pct=1.0, "
-              "interpolation='bilinear'))\n"
-              "timm.data.resolve_model_data_config(model) then gives the run's own preprocessing (resize the short "
-              "side, centre crop, normalise).")
-    if info["window"] not in ("auto", "None") and not info["window"].startswith("n/a"):
-        print(f"The run mapped raw values of files with more than 8 bits to 0-255 with --window {info['window']} "
-              "(DICOM in modality values, e.g. HU after the rescale slope/intercept; other files in their stored "
-              "values); map new images the same way first (the window is in the file's metadata).")
+    print(how_to_load(info))
 
 
 def _preview(args: argparse.Namespace) -> None:
