@@ -20,6 +20,9 @@ schedule in the budget, however many steps it fits.
 Evaluation is vissl_lite's linear probe and kNN (k=20) protocol on the set's train/val/test splits, identical for
 both backbones. Writes benchmarks/results/equal_budget_quality_<device>.json and the
 ``probe_top1_delta_vs_lightly_equal_budget`` entry of summary.json (points, ours minus lightly, mean over seeds).
+Other data (e.g. ``--data ../shared/data/cifar10/cifar10.npz --image-size 32``, a set whose test split has the
+training split's class balance) writes equal_budget_quality_<device>_<data name>.json and leaves summary.json,
+whose headline is PneumoniaMNIST's, alone.
 """
 
 from __future__ import annotations
@@ -154,7 +157,8 @@ def main() -> None:
     device = torch.device(args.device)
     t0 = time.time()
     runs_by_seed = []
-    previous = RESULTS / f"equal_budget_quality_{device.type}.json"
+    tag = "" if Path(args.data).stem == "pneumoniamnist" else f"_{Path(args.data).stem}"  # the headline's set: no tag
+    previous = RESULTS / f"equal_budget_quality_{device.type}{tag}.json"
     if args.add and previous.is_file():
         old = json.loads(previous.read_text())
         same = (old["config"]["data"], old["config"]["minutes_per_side"], old["config"]["recipe"]) == \
@@ -220,16 +224,17 @@ def main() -> None:
                       "recipe": RECIPE, "lr_schedule": f"{WARMUP:.0%} warm-up, cosine over the budget",
                       "lightly_dataloader_workers": args.workers, "probe": "vissl_lite linear probe + kNN k=20"},
            "runs": runs_by_seed, "summary": summary, "wall_s": round(time.time() - t0, 1)}
-    path = write_result(f"equal_budget_quality_{device.type}.json", out)
+    path = write_result(f"equal_budget_quality_{device.type}{tag}.json", out)
     key = "probe_top1_delta_vs_lightly_equal_budget" + ("" if device.type == "cpu" else f"_{device.type}")
     # seeds added over several sessions may come from several VMs: name this one only when every row is its
     machines = {r.get("machine") for r in runs_by_seed}
     where = machine(device) if machines == {env["machine"]} else \
         f"several {os.cpu_count()}-core VMs (each row's machine in runs[].machine, where recorded)"
-    update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": where,
-                          "standard_error": None if sem is None else round(sem, 2),
-                          "data": Path(args.data).stem, "minutes": args.minutes, "seeds": len(deltas),
-                          "source": path.name}})
+    if not tag:
+        update_summary({key: {"points": round(summary["probe_top1_delta"], 2), "machine": where,
+                              "standard_error": None if sem is None else round(sem, 2),
+                              "data": Path(args.data).stem, "minutes": args.minutes, "seeds": len(deltas),
+                              "source": path.name}})
     print(f"\n{'':<12} {'steps':>7} {'probe top-1':>12} {'kNN top-1':>10}")
     for side in ("vissl_lite", "lightly"):
         s = summary[side]
