@@ -352,7 +352,7 @@ def measure_processes(job: str, precision: str, device, args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--jobs", default="simclr,simclr_stem,mae,dae")
+    p.add_argument("--jobs", default=",".join(JOBS), help=f"comma list of {', '.join(JOBS)}")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16 (autocast on both sides)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per repeat")
     p.add_argument("--warmup", type=int, default=3)

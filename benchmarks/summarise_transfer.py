@@ -40,6 +40,10 @@ def main(runs: Path, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(Path(sys.argv[1]), sys.argv[2:])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, help="the folder holding one transfer --out per set (RUNS_DIR/SET)")
+    parser.add_argument("sets", nargs="+", help="set names, e.g. pneumoniamnist retinamnist breastmnist")
+    args = parser.parse_args()
+    main(args.runs, args.sets)

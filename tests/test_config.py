@@ -26,6 +26,35 @@ def test_argument_flags_merge_into_the_recipes_own_and_a_new_method_drops_them()
     assert swapped.method_args == {} and swapped.augment_args == {"p_blur": 0.0}
 
 
+def test_a_vit_over_a_resnet_recipe_gets_small_patches_not_the_recipes_stem_choice():
+    """The CPU recipes turn ResNet's small-input stem off; that choice must not give a ViT 16 px patches on 32 px
+    images (a 2x2 token grid) or refuse 28 px. Another ResNet keeps it; an explicit flag always wins."""
+    from vissl_lite.runs import build_backbone
+
+    assert load_recipe("simclr_quickstart")["small_input"] is False  # the rule below is not vacuous
+    vit = make_config(backbone="vit_tiny_patch16_224")
+    assert vit.small_input is None and build_backbone(vit, 3).patch_embed.patch_size == (4, 4)
+    assert make_config(backbone="vit_tiny_patch16_224", image_size=28).image_size == 28  # 28 = 7 patches of 4
+    assert make_config(backbone="resnet34").small_input is False
+    assert make_config(backbone="vit_tiny_patch16_224", small_input=False).small_input is False
+    from vissl_lite.eval.finetune import finetune_config
+
+    assert finetune_config(backbone="vit_tiny_patch16_224", image_size=28).small_input is None
+
+
+def test_version_flag_and_module_entry_point(capsys):
+    import subprocess
+    import sys
+
+    import vissl_lite
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"vissl-lite {vissl_lite.__version__}"
+    out = subprocess.run([sys.executable, "-m", "vissl_lite", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"vissl-lite {vissl_lite.__version__}"
+
+
 def test_default_recipe_is_method_quickstart():
     assert "simclr_quickstart" in list_recipes()
     cfg = make_config()

@@ -309,3 +309,15 @@ def test_a_run_from_before_test_was_carved_from_arrays_is_not_evaluated_or_resum
     with pytest.raises(runs.CheckpointError, match="Start a new --out"):
         pretrain(make_config(data=str(tmp_path / "train_only.npz"), out=str(run), backbone="test_resnet",
                              image_size=8, batch_size=8, max_steps=2, probe=False, progress=False, resume=True))
+
+
+def test_a_batch_larger_than_each_processs_share_says_the_share(npz_gray):
+    """Under torchrun each process gets 1/N of the images: the message counts that share, not the whole set
+    (which can be larger than the batch)."""
+    data = load_split(str(npz_gray), "train", 16)
+    n, batch = len(data), len(data) // 2 + 1
+    with pytest.raises(ValueError, match=rf"has {n} images \({n // 2} for each of 2 processes\), fewer than one batch "
+                                         rf"of {batch} per process"):
+        DeviceLoader(data, batch, torch.device("cpu"), world_size=2)
+    with pytest.raises(ValueError, match=rf"has {n} images, fewer than one batch of {n + 1}; lower --batch-size"):
+        DeviceLoader(data, n + 1, torch.device("cpu"))

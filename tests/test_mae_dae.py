@@ -101,6 +101,20 @@ def test_mae_needs_a_vit():
         MAE(create_backbone("resnet18", img_size=16))
 
 
+@pytest.mark.parametrize("args,message", [
+    ({"noise": "salt_pepper", "sp_ratio": 2.0}, r"sp_ratio must be in \(0, 1\), got 2.0"),
+    ({"noise": "mask", "mask_ratio": 0.0}, r"mask_ratio must be in \(0, 1\), got 0.0"),
+    ({"noise": "mask", "mask_ratio": 1.5}, r"mask_ratio must be in \(0, 1\)"),
+    ({"noise": "mask", "mask_patch": -3}, r"mask_patch must be 0 .* got -3"),
+    ({"decoder_dim": 0}, r"decoder_dim must be >= 1, got 0"),
+])
+def test_dae_refuses_arguments_that_leave_nothing_to_learn_or_build(args, message):
+    """A corruption of none or all of the pixels, a negative patch or an empty decoder: an error naming the
+    argument, not a run that trains on a degenerate task or a tensor error blamed on the image size."""
+    with pytest.raises(ValueError, match=message):
+        DAE(create_backbone("resnet18", img_size=16, small_input=False), **args)
+
+
 def test_dae_gaussian_noise_statistics():
     x = torch.zeros(2000, 1, 32, 32)  # 1,024 pixels a sample: per-sample std estimates within ~0.01
     dae = DAE(create_backbone("resnet18", in_chans=1, img_size=16, small_input=False), sigma=0.3)

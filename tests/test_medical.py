@@ -54,8 +54,10 @@ def test_presets_make_as_many_views_as_the_method_needs():
     assert len(build_augment("radiology", 16, 1, views=1, n_views=3)(x)) == 3  # the user's choice wins
     make_config(method="mae", backbone="vit_tiny_patch16_224", augment="radiology", image_size=16)
     make_config(method="simclr", augment="pathology")
-    with pytest.raises(ConfigError, match="takes 2 view"):
+    with pytest.raises(ConfigError, match=r"takes 2 view.*n_views=1 in --augment-args .* drop n_views"):
         make_config(method="simclr", augment="radiology", augment_args="n_views=1")
+    with pytest.raises(ConfigError, match=r"--augment simclr makes 2; use --augment crop_flip or radiology"):
+        make_config(method="mae", backbone="vit_tiny_patch16_224", augment="simclr")
 
 
 def test_one_channel_presets_have_no_colour_step():

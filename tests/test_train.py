@@ -307,6 +307,10 @@ def test_cli_pretrain_then_linear_probe_end_to_end(npz_gray, tmp_path, capsys):
     assert code == 0
     lp = json.loads((run / "linear_probe" / "metrics.json").read_text())
     assert lp["command"] == "linear-probe" and "linear_probe_random_init" not in lp["eval"]
+    assert "replaces the earlier" not in capsys.readouterr().out
+    again = ["linear-probe", "--checkpoint", str(run), "--probe-epochs", "2", "--no-progress", "--no-baseline"]
+    assert main(again) == 0
+    assert f"note: this replaces the earlier linear-probe result in {run / 'linear_probe'}" in capsys.readouterr().out
     assert main(["linear-probe", "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from vissl_lite import __version__
 from vissl_lite.config import FIELDS, ConfigError, RunConfig, _base_type, make_config, pretrain_recipes
 
 PROTOCOLS = ("linear_probe", "knn", "finetune")  # vissl_lite.eval.transfer.PROTOCOLS, without importing torch
@@ -149,6 +150,7 @@ class _FixedByRun(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vissl-lite", description="Self-supervised pretraining of timm backbones "
                                      "(SimCLR, MAE, DAE) with on-device augmentation, and linear-probe evaluation.")
+    parser.add_argument("--version", action="version", version=f"vissl-lite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

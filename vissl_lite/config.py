@@ -348,8 +348,13 @@ def validate(cfg: RunConfig) -> RunConfig:
                           "vit_tiny_patch16_224, or --method dae / simclr for CNNs")
     views = cfg.augment_args.get("n_views", AUGMENT_VIEWS[cfg.augment]) or METHODS[cfg.method].views
     if views != METHODS[cfg.method].views:
-        fits = [a for a, n in AUGMENT_VIEWS.items() if n in (None, METHODS[cfg.method].views) and a != "eval"]
-        raise ConfigError(f"--method {cfg.method} takes {METHODS[cfg.method].views} view(s) but --augment "
+        need = METHODS[cfg.method].views
+        if "n_views" in cfg.augment_args and AUGMENT_VIEWS[cfg.augment] in (None, need):  # the recipe fits as it is
+            raise ConfigError(f"--method {cfg.method} takes {need} view(s) but n_views={views} in --augment-args "
+                              f"makes {cfg.augment} draw {views}; drop n_views (unset, {cfg.augment} makes as many "
+                              "views as the method takes)")
+        fits = [a for a, n in AUGMENT_VIEWS.items() if n in (None, need) and a != "eval"]
+        raise ConfigError(f"--method {cfg.method} takes {need} view(s) but --augment "
                           f"{cfg.augment} makes {views}; use --augment {' or '.join(fits)}")
     from vissl_lite import augment, methods
 
@@ -435,9 +440,16 @@ def merge_overrides(values: dict, overrides: dict) -> dict:
     - given for the recipe's own method/augment, they merge key by key into the recipe's (``p_blur=0`` keeps the
       recipe's ``strength`` and ``scale``); an empty dict (``--augment-args '{}'``) clears them;
     - a different method/augment drops the recipe's arguments (they belong to the one it replaces) and takes only
-      those given.
+      those given;
+    - a backbone of the other family (ViT for the recipe's ResNet, or back) drops the recipe's ``small_input`` and
+      ``patch_size``: chosen for its own backbone (the CPU recipes turn the costly ResNet small-input stem off),
+      they would give a ViT 16 px patches on 32 px images, a 2x2 token grid.
     """
     values, overrides = dict(values), dict(overrides)
+    if "backbone" in overrides and "backbone" in values and _is_vit(overrides["backbone"]) not in (
+            None, _is_vit(values["backbone"])):
+        for key in ("small_input", "patch_size"):
+            values.pop(key, None)
     for owner, key in (("method", "method_args"), ("augment", "augment_args")):
         before = values.get(owner, getattr(RunConfig, owner))
         if overrides.get(owner, before) != before:
@@ -446,6 +458,16 @@ def merge_overrides(values: dict, overrides: dict) -> dict:
             given = parse_value(key, overrides[key])
             overrides[key] = parse_value(key, values[key]) | given if given else {}
     return values | overrides
+
+
+def _is_vit(name) -> bool | None:
+    """Whether timm model ``name`` is a ViT; None for a name timm does not know (validation names it)."""
+    from vissl_lite.backbones import is_vit_name
+
+    try:
+        return is_vit_name(str(name))
+    except Exception:  # timm raises RuntimeError for an unknown name
+        return None
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> RunConfig:

@@ -103,6 +103,9 @@ def pretrain(cfg: RunConfig | None = None, **overrides) -> dict:
     main = dist.is_main()
 
     # ---- data: decoded once, kept on the device (or streamed for large folders)
+    if main and cfg.data == "shapes" and cfg.image_size > 64:  # said before the wait, not after it
+        print(f"  note: no --data, so the built-in shapes set is drawn at {cfg.image_size} px, which takes minutes "
+              "on a CPU; it is a smoke test at this size: pass --data with your own images")
     torch.manual_seed(cfg.seed)
     train_set = load_split(cfg.data, "train", cfg.image_size, cfg.in_chans, cfg.val_fraction, cfg.data_mode,
                            cfg.memory_limit_gb, cfg.progress and main, cfg.on_bad_file, cfg.window)

@@ -42,8 +42,9 @@ class DeviceLoader:
         self.epoch, self.start = 0, 0
         n_local = len(self.images) // world_size
         if drop_last and n_local < batch_size:
-            raise ValueError(f"{data.name}/{data.split} has {len(self.images)} images, fewer than one batch of "
-                             f"{batch_size} per process; lower --batch-size")
+            share = f" ({n_local} for each of {world_size} processes)" if world_size > 1 else ""
+            raise ValueError(f"{data.name}/{data.split} has {len(self.images)} images{share}, fewer than one batch "
+                             f"of {batch_size}{' per process' if world_size > 1 else ''}; lower --batch-size")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select epoch ``epoch``'s order and begin at batch ``start`` (how a resumed run skips what it saw)."""

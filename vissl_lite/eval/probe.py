@@ -332,6 +332,7 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
     run_dir = runs.find_checkpoint(checkpoint).parent
     out_dir = Path(out) if out else run_dir / default_eval_folder(command, run_dir, data, ckpt["config"].get("data"))
     runs.check_out_folder(out_dir, command)
+    replacing = (out_dir / "metrics.json").is_file()  # said once the new result is written over it
     features: dict = {}
     splits = load_eval_splits(cfg, in_chans_of(model.backbone))
     train = splits["train"]
@@ -339,6 +340,8 @@ def evaluate_run(command: str, checkpoint: str | Path, data: str | None = None, 
           f"({len(train)} train / {len(splits['val'])} val / {len(splits['test'])} test, {train.num_classes} "
           f"{'labels' if train.multilabel else 'classes'}, {train.channels}ch, {cfg.image_size}px) on {dev} "
           f"-> {out_dir}")
+    if replacing:
+        print(f"  note: this replaces the earlier {command} result in {out_dir} (pass --out DIR to keep both)")
     results = run_evaluations(model, cfg, dev, baseline=baseline, splits=splits, which=(command.replace("-", "_"),),
                               features=features)
     metrics = {

@@ -52,6 +52,16 @@ class DAE(nn.Module):
             raise ValueError(f"loss_on must be 'all' or 'corrupted', got '{loss_on}'")
         if sigma <= 0 or (sigma_max and sigma_max < sigma):
             raise ValueError(f"need 0 < sigma <= sigma_max (or sigma_max 0), got sigma={sigma}, sigma_max={sigma_max}")
+        # 0 corrupts nothing and 1 everything: either leaves nothing to learn from the uncorrupted part
+        for name, ratio in (("mask_ratio", mask_ratio), ("sp_ratio", sp_ratio)):
+            if not 0.0 < ratio < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {ratio}")
+        if mask_patch < 0:
+            raise ValueError(f"mask_patch must be 0 (single pixels) or a patch side >= 1, got {mask_patch}")
+        for name, size in (("decoder_dim", decoder_dim), ("decoder_depth", decoder_depth),
+                           ("decoder_heads", decoder_heads)):
+            if size < 1:
+                raise ValueError(f"{name} must be >= 1, got {size}")
         self.backbone = backbone
         self.noise, self.sigma, self.sigma_max = noise, sigma, sigma_max
         self.mask_ratio, self.mask_patch, self.sp_ratio = mask_ratio, mask_patch, sp_ratio
