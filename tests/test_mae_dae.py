@@ -122,8 +122,11 @@ def test_dae_gaussian_noise_statistics():
     assert noisy.std().item() == pytest.approx(0.3, rel=0.02) and abs(noisy.mean().item()) < 0.005
     assert where.all()
     dae.sigma_max = 0.9
+    torch.manual_seed(0)  # not the state earlier tests left
     per_sample = dae.corrupt(x)[0].flatten(1).std(1)
-    assert per_sample.min() > 0.27 and per_sample.max() < 0.93
+    # each sample's std, estimated from 1,024 pixels, is within ~4 standard errors (sigma * 4 / sqrt(2 * 1024)) of
+    # its draw from [0.3, 0.9]: 2,000 samples put some draws near both ends
+    assert per_sample.min() > 0.3 - 0.03 and per_sample.max() < 0.9 + 0.08
     assert per_sample.mean().item() == pytest.approx(0.6, rel=0.05)  # U[0.3, 0.9] has mean 0.6
 
 
