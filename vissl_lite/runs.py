@@ -350,6 +350,21 @@ def check_split_rule(run: str | Path, ckpt: dict, data: str | None) -> None:
                           "on. Pretrain again, or evaluate on other labeled data (--data)")
 
 
+def check_window(run: str | Path, ckpt: dict, window, what: str, instead: str) -> None:
+    """Refuse a ``--window`` that maps data otherwise than the run's pretraining did (its own value, or for
+    'dataset' the range it resolved): the backbone learned the data as that window mapped it, so ``what`` (the
+    evaluations or fine-tuning) maps it the same way; ``instead`` says what to do for another window."""
+    from vissl_lite.config import ConfigError
+    from vissl_lite.data.decode import parse_window
+
+    given, resolved = ckpt["config"].get("window", "auto"), saved_config(ckpt).get("window", "auto")
+    if parse_window(window) in {parse_window(given), parse_window(resolved)}:
+        return
+    shown = given + (f" ({resolved})" if resolved != given else "")
+    raise ConfigError(f"--window {window}: {run} was pretrained with --window {shown}, and {what} the data the "
+                      f"same way; leave --window out (or {instead})")
+
+
 def find_checkpoint(run: str | Path) -> Path:
     """A run folder (its checkpoint.pt) or a checkpoint file."""
     p = Path(run)

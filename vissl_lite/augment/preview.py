@@ -27,7 +27,7 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
     train = load_split(cfg.data, "train", cfg.image_size, 0, cfg.val_fraction, "stream", progress=False,
                        on_bad_file=cfg.on_bad_file, window=cfg.window)
     channels = cfg.in_chans or train.channels
-    notes: list[str] = [n.removeprefix("note: ") for n in train.window_note.split("\n  ") if n]
+    notes: list[str] = []
     images, drawn = sample_images(cfg, channels, n, split=split, notes=notes)
     aug = build_augment(cfg.augment, cfg.image_size, channels, cfg.mean, cfg.std, views=METHODS[cfg.method].views,
                         **cfg.augment_args)
@@ -41,6 +41,8 @@ def preview_augment(cfg: RunConfig, n: int = 8, out: str | Path | None = None, s
                            output_png(out, Path("."), f"augment_{cfg.augment}.png"),
                            f"{cfg.augment}{f' ({args})' if args else ''} on {data_name(cfg.data)} {drawn}, "
                            f"{cfg.image_size} px, seed {cfg.seed}")
+    if train.window_note:  # already 'note: ...' lines, as pretrain prints them
+        print("  " + train.window_note)
     for note in notes:
         print(f"  note: {note}")
     print(f"wrote {path}: {len(views)} view(s) of {len(images)} {drawn} image(s) under '{cfg.augment}', the top row as "

@@ -38,7 +38,6 @@ from vissl_lite.config import (
 )
 from vissl_lite.data import ImageSet, label_subset, make_loader
 from vissl_lite.data.datasets import absolute_spec, data_signature
-from vissl_lite.data.decode import parse_window
 from vissl_lite.eval.features import extract_features
 from vissl_lite.eval.metrics import logits_report, selection_score
 from vissl_lite.eval.probe import (
@@ -77,15 +76,8 @@ def finetune_config(checkpoint: str | Path | None = None, recipe: str = "finetun
                               f"({fixed}); drop the flag, or "
                               "fine-tune from scratch (--init scratch without --checkpoint)")
         if "window" in overrides:  # the backbone learned the data as mapped by its window: one mapping per run
-            run_window = {parse_window(saved.get("window", "auto")), parse_window(ckpt["config"].get("window", "auto"))}
-            if parse_window(overrides["window"]) not in run_window:
-                raise ConfigError(f"--window {overrides['window']}: {checkpoint} was pretrained with --window "
-                                  f"{ckpt['config'].get('window', 'auto')}"
-                                  + (f" ({saved['window']})" if saved.get("window") != ckpt["config"].get("window")
-                                     else "")
-                                  + ", and fine-tuning maps the data the same way; leave --window out (or "
-                                  "fine-tune from scratch, --init scratch without --checkpoint, with the window you "
-                                  "want)")
+            runs.check_window(checkpoint, ckpt, overrides["window"], "fine-tuning maps",
+                              "fine-tune from scratch, --init scratch without --checkpoint, with the window you want")
             overrides = {k: v for k, v in overrides.items() if k != "window"}  # 'dataset': the run's resolved pair
         values |= {k: saved[k] for k in ARCH_KEYS + DATA_KEYS if k in saved}  # older runs lack newer keys
         if saved.get("augment") in PRESETS and "augment" not in overrides:

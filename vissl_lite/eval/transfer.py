@@ -33,7 +33,6 @@ from vissl_lite.config import (
 )
 from vissl_lite.data import data_name
 from vissl_lite.data.datasets import absolute_spec, data_signature
-from vissl_lite.data.decode import parse_window
 from vissl_lite.eval.probe import load_eval_splits, run_evaluations, write_metrics
 from vissl_lite.eval.transfer_report import compare, transfer_summary, write_transfer_report
 
@@ -176,11 +175,9 @@ def transfer(data: str, pretrain_data: str | None = None, checkpoint: str | Path
     runs.check_split_rule(checkpoint, saved, data)
     if "pretrain" in reused:  # also where no settings file says what it was trained with
         _check_pretraining(checkpoint, pre_cfg, settings["pretraining"])
-    if "window" in eval_over and parse_window(eval_over["window"]) != parse_window(pre_cfg.get("window", "auto")):
-        # every step maps the data as pretraining did (a resolved 'dataset' range included): one window per report
-        raise ConfigError(f"--window {eval_over['window']}: {checkpoint} was pretrained with --window "
-                          f"{pre_cfg.get('window', 'auto')}, and its probes and fine-tuning map the data the same "
-                          "way; leave --window out (or pretrain again with the window you want)")
+    if "window" in eval_over:  # every step maps the data as pretraining did: one window per report
+        runs.check_window(checkpoint, saved, eval_over["window"], "its probes and fine-tuning map",
+                          "pretrain again with the window you want")
     # a --checkpoint run trained further, or replaced by another at the same path, is another starting point
     settings |= {"checkpoint_step": saved["step"], "checkpoint_fingerprint": runs.state_fingerprint(saved["model"])}
     if resume:
